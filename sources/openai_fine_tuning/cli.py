@@ -1,0 +1,199 @@
+"""The `openai-fine-tuning` command: `load` for cron, `demo` against the bundled emulator, `report`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+from typing import Any, Callable, List, Optional, Sequence
+
+from . import settings
+from .client import FineTuningClient
+from .config import resolve_settings
+from .exceptions import ConfigurationError, FineTuningSourceError, find_source_error
+from .redaction import redact_text
+
+logger = logging.getLogger("openai_fine_tuning")
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class _RedactingFilter(logging.Filter):
+    def __init__(self, secrets: Callable[[], Sequence[Optional[str]]]) -> None:
+        super().__init__()
+        self._secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact_text(record.getMessage(), self._secrets())
+        record.args = ()
+        return True
+
+
+_SECRETS: List[str] = []
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if not verbose else "%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    handler.addFilter(_RedactingFilter(lambda: _SECRETS))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    # dlt's own logger has its own handler; route it through ours so that redaction applies.
+    dlt_logger = logging.getLogger("dlt")
+    dlt_logger.handlers[:] = []
+    dlt_logger.propagate = True
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="openai-fine-tuning",
+        description="Load OpenAI fine-tuning jobs, checkpoints and events into SQL with dlt.",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="log progress and show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{load,demo,report}")
+
+    load = commands.add_parser("load", help="load the account's fine-tuning data (for cron)")
+    _add_common(load)
+    load.add_argument("--destination", help="dlt destination name (default duckdb: ./fine_tuning.duckdb)")
+    load.add_argument("--dataset", help=f"dataset (schema) name (default {settings.DEFAULT_DATASET_NAME})")
+    load.add_argument("--job", action="append", dest="job_ids", metavar="ID", help="only this job (repeatable)")
+    load.add_argument("--resources", help="comma-separated: jobs,checkpoints,events (default jobs,checkpoints)")
+    load.add_argument("--concurrency", help=f"parallel requests (default {settings.DEFAULT_CONCURRENCY})")
+    load.add_argument("--page-size", help=f"items per page (default {settings.DEFAULT_PAGE_SIZE}, at most 100)")
+    load.add_argument("--pipeline-name", default=settings.DEFAULT_PIPELINE_NAME, help="dlt pipeline name")
+    load.add_argument("--progress", action="store_true", help="show dlt's progress bars")
+
+    demo = commands.add_parser("demo", help="load synthetic data from the bundled emulator into fine_tuning_demo.duckdb")
+    _add_common(demo)
+    demo.add_argument("--jobs", type=int, default=12, help="synthetic jobs (default 12)")
+    return parser
+
+
+def _add_common(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="log progress and show tracebacks")
+
+
+def _split(value: Optional[str]) -> Optional[List[str]]:
+    return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from . import openai_fine_tuning
+    from .runner import make_pipeline, run_source
+
+    client_settings = resolve_settings({"concurrency": args.concurrency, "page_size": args.page_size})
+    _SECRETS.append(client_settings.api_key)
+    pipeline = make_pipeline(
+        pipeline_name=args.pipeline_name,
+        destination=args.destination,
+        dataset_name=args.dataset,
+        progress="log" if args.progress else None,
+    )
+    with FineTuningClient(client_settings) as client:
+        source = openai_fine_tuning(client=client, job_ids=args.job_ids, resources=_split(args.resources))
+        summary = run_source(pipeline, source, clients=[client])
+    print(summary.line())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import openai_fine_tuning
+    from .emulator import Emulator
+    from .runner import make_pipeline, run_source
+
+    for suffix in ("", ".wal"):
+        if os.path.exists(settings.DEMO_DUCKDB_FILE + suffix):
+            os.remove(settings.DEMO_DUCKDB_FILE + suffix)
+    pipelines_dir = tempfile.mkdtemp(prefix="openai-fine-tuning-demo-")
+    try:
+        with Emulator.synthetic(args.jobs, events_per_job=40) as emulator:
+            client_settings = resolve_settings(
+                {"api_key": emulator.api_key, "base_url": emulator.base_url}, use_dlt_config=False, environ={}
+            )
+            pipeline = make_pipeline(
+                pipeline_name=settings.DEMO_PIPELINE_NAME,
+                pipelines_dir=pipelines_dir,
+                duckdb_file=settings.DEMO_DUCKDB_FILE,
+            )
+            with FineTuningClient(client_settings) as client:
+                source = openai_fine_tuning(client=client, resources=["jobs", "checkpoints", "events"])
+                summary = run_source(pipeline, source, clients=[client])
+        print(summary.line())
+        print()
+        print(_best_checkpoint_table(pipeline))
+        print()
+        print(f"Query it: duckdb {settings.DEMO_DUCKDB_FILE} \"SELECT * FROM {pipeline.dataset_name}.job_summary\"")
+    finally:
+        shutil.rmtree(pipelines_dir, ignore_errors=True)
+    return 0
+
+
+def _best_checkpoint_table(pipeline: Any) -> str:
+    with pipeline.sql_client() as client:
+        dataset = client.fully_qualified_dataset_name()
+        rows = client.execute_sql(
+            f"SELECT j.fine_tuning_job_id, j.status, b.step_number, b.best_by, b.best_value, b.fine_tuned_model_checkpoint"
+            f" FROM {dataset}.job_summary j LEFT JOIN {dataset}.best_checkpoints b"
+            f" ON b.fine_tuning_job_id = j.fine_tuning_job_id ORDER BY j.created_at DESC, j.fine_tuning_job_id"
+        )
+    header = ("job", "status", "best step", "by", "value", "checkpoint model")
+    table = [header] + [
+        (r[0], r[1], "" if r[2] is None else str(r[2]), r[3] or "-", "" if r[4] is None else f"{r[4]:.4f}", r[5] or "")
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "Best checkpoint per job (lowest full_valid_loss, else valid_loss, else train_loss):\n" + "\n".join(lines)
+
+
+def _one_line(exc: BaseException) -> str:
+    own = find_source_error(exc)
+    if own is not None:
+        message = str(own)
+    else:
+        message = _dlt_config_message(exc) or f"{type(exc).__name__}: {exc}"
+    first = " ".join(message.strip().split("\n")[0].split())
+    return redact_text(first, _SECRETS)
+
+
+def _dlt_config_message(exc: BaseException) -> Optional[str]:
+    from dlt.common.configuration.exceptions import ConfigurationException
+
+    current: Optional[BaseException] = exc
+    while current is not None:
+        if isinstance(current, ConfigurationException):
+            return f"configuration error: {' '.join(str(current).split())}"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
+    _setup_logging(verbose)
+    handlers = {"load": cmd_load, "demo": cmd_demo}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the one place that turns any failure into one line and an exit code
+        if verbose:
+            traceback.print_exc()
+        own = find_source_error(exc)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        if own is None and not verbose:
+            print("(run with --verbose for the traceback)", file=sys.stderr)
+        return EXIT_USAGE if isinstance(own, ConfigurationError) else EXIT_FAILURE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

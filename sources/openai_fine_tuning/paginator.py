@@ -1,0 +1,93 @@
+"""Cursor pagination (`after` + `limit`, `has_more`) with a loop guard and shape checks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Set
+
+from .exceptions import InvalidResponseError, PaginationLoopError
+
+logger = logging.getLogger(__name__)
+
+FetchPage = Callable[[Mapping[str, Any]], Any]
+
+
+class CursorPaginator:
+    """Iterates the pages of one list endpoint, yielding each page's items as a list.
+
+    `after` is the id of the last item of the previous page (the jobs and events lists carry no
+    `last_id`). Paging stops on `has_more: false`, on an empty page, or when `stop_at_id` is met (the
+    items from that id on are not yielded). After iteration, `complete` says whether the list was read
+    to its end (or to `stop_at_id`); it is False when the API answered `has_more: true` with an empty
+    page, which is logged and leaves the caller to read the list again next time.
+    """
+
+    def __init__(
+        self,
+        fetch: FetchPage,
+        *,
+        endpoint: str,
+        page_size: int,
+        stop_at_id: Optional[str] = None,
+    ) -> None:
+        self._fetch = fetch
+        self.endpoint = endpoint
+        self.page_size = page_size
+        self.stop_at_id = stop_at_id
+        self.complete = False
+        self.reached_stop_id = False
+        self.pages = 0
+
+    def __iter__(self) -> Iterator[List[Dict[str, Any]]]:
+        seen_cursors: Set[str] = set()
+        after: Optional[str] = None
+        while True:
+            params: Dict[str, Any] = {"limit": self.page_size}
+            if after is not None:
+                params["after"] = after
+            body = self._fetch(params)
+            self.pages += 1
+            items, has_more = self._validate(body)
+            if self.stop_at_id is not None:
+                for index, item in enumerate(items):
+                    if item.get("id") == self.stop_at_id:
+                        self.reached_stop_id = self.complete = True
+                        if index:
+                            yield items[:index]
+                        return
+            if items:
+                yield items
+            if not has_more:
+                self.complete = True
+                return
+            if not items:
+                logger.warning(
+                    "%s answered has_more=true with an empty page; stopping this list, it is read again next run",
+                    self.endpoint,
+                )
+                return
+            cursor = items[-1].get("id")
+            if not isinstance(cursor, str) or not cursor:
+                raise InvalidResponseError(f"{self.endpoint} returned an item without a string 'id'; cannot page on")
+            if cursor in seen_cursors or cursor == after:
+                raise PaginationLoopError(
+                    f"{self.endpoint}: loop detected, cursor after={cursor} was already used; the API keeps serving"
+                    " the same page. Run again later; report it if it persists."
+                )
+            seen_cursors.add(cursor)
+            after = cursor
+
+    def _validate(self, body: Any) -> "tuple[List[Dict[str, Any]], bool]":
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            raise InvalidResponseError(
+                f"{self.endpoint} returned JSON without a 'data' list; this is not a list response."
+                " Check base_url points at the OpenAI API"
+            )
+        items = body["data"]
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item.get("id"):
+                raise InvalidResponseError(f"{self.endpoint} returned an item without a string 'id'")
+        has_more = body.get("has_more", False)
+        if not isinstance(has_more, bool):
+            raise InvalidResponseError(f"{self.endpoint} returned a non-boolean 'has_more': {has_more!r}")
+        return items, has_more

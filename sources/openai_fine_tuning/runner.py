@@ -1,0 +1,156 @@
+"""Building and running the pipeline: destination defaults, loader file format, a run lock, a summary."""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import dlt
+from dlt.common.pipeline import LoadInfo
+
+from . import settings
+from .client import FineTuningClient
+from .exceptions import PipelineLockedError
+from .views import create_views
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    destination: str
+    dataset: str
+    location: str
+    rows: Dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    views: List[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        rows = ", ".join(f"{table} {count}" for table, count in sorted(self.rows.items())) or "no rows"
+        return (
+            f"Loaded into {self.destination} dataset {self.dataset} ({self.location}): {rows};"
+            f" {self.requests} requests ({self.retries} retried) in {self.seconds:.1f} s"
+        )
+
+
+def _configured(key: str) -> bool:
+    try:
+        return dlt.secrets.get(key) is not None or dlt.config.get(key) is not None
+    except Exception:  # a provider that cannot parse the value: let dlt report it later
+        return True
+
+
+def make_destination(name: Optional[str], *, duckdb_file: Optional[str] = None) -> Any:
+    """The destination by dlt name. DuckDB defaults to `fine_tuning.duckdb` in the working folder unless
+    dlt config (DESTINATION__DUCKDB__CREDENTIALS or .dlt/) names another file."""
+    name = name or "duckdb"
+    if name == "duckdb" and (duckdb_file or not _configured("destination.duckdb.credentials")):
+        return dlt.destinations.duckdb(credentials=os.path.abspath(duckdb_file or settings.DEFAULT_DUCKDB_FILE))
+    if name == "filesystem":
+        return dlt.destinations.filesystem()
+    return name
+
+
+def make_pipeline(
+    *,
+    pipeline_name: str = settings.DEFAULT_PIPELINE_NAME,
+    destination: Optional[str] = None,
+    dataset_name: Optional[str] = None,
+    pipelines_dir: Optional[str] = None,
+    duckdb_file: Optional[str] = None,
+    progress: Any = None,
+) -> dlt.Pipeline:
+    kwargs: Dict[str, Any] = {}
+    if pipelines_dir:
+        kwargs["pipelines_dir"] = pipelines_dir
+    if progress:
+        kwargs["progress"] = progress
+    return dlt.pipeline(
+        pipeline_name=pipeline_name,
+        destination=make_destination(destination, duckdb_file=duckdb_file),
+        dataset_name=dataset_name or settings.DEFAULT_DATASET_NAME,
+        **kwargs,
+    )
+
+
+def loader_file_format(pipeline: dlt.Pipeline) -> Optional[str]:
+    """Parquet where the destination takes it (PostgreSQL only with adbc-driver-postgresql), else the
+    destination's preferred format (dlt converts the Arrow batches)."""
+    caps = pipeline.destination.capabilities()
+    supported = caps.supported_loader_file_formats or []
+    if pipeline.destination.destination_name == "postgres" or "postgres" in pipeline.destination.destination_type:
+        if "parquet" in supported and importlib.util.find_spec("adbc_driver_postgresql") is not None:
+            return "parquet"
+        return None
+    if "parquet" in supported:
+        return "parquet"
+    return None
+
+
+@contextmanager
+def pipeline_lock(pipeline: dlt.Pipeline) -> Iterator[None]:
+    """One run of a pipeline at a time on this machine: a second one refuses at once."""
+    os.makedirs(pipeline.pipelines_dir, exist_ok=True)
+    path = os.path.join(pipeline.pipelines_dir, f".{pipeline.pipeline_name}.lock")
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PipelineLockedError(
+                f"another run of pipeline {pipeline.pipeline_name} is in progress (lock {path}); wait for it to finish"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _table_format(pipeline: dlt.Pipeline) -> Optional[str]:
+    # Plain Parquet files cannot merge (dlt falls back to append): the filesystem destination uses Delta.
+    return "delta" if pipeline.destination.destination_name == "filesystem" else None
+
+
+def run_source(pipeline: dlt.Pipeline, source: Any, *, clients: Sequence[FineTuningClient] = ()) -> RunSummary:
+    """Run the source through the pipeline under the lock, create the views, and summarise."""
+    started = time.perf_counter()
+    with pipeline_lock(pipeline):
+        kwargs: Dict[str, Any] = {"loader_file_format": loader_file_format(pipeline)}
+        table_format = _table_format(pipeline)
+        if table_format:
+            kwargs["table_format"] = table_format
+        info: LoadInfo = pipeline.run(source, **kwargs)
+        views: List[str] = []
+        if pipeline.destination.destination_name != "filesystem":
+            views = create_views(pipeline)
+    summary = RunSummary(
+        destination=pipeline.destination.destination_name,
+        dataset=pipeline.dataset_name,
+        location=_location(pipeline, info),
+        views=views,
+    )
+    trace = pipeline.last_trace
+    if trace is not None and trace.last_normalize_info is not None:
+        summary.rows = {
+            table: count
+            for table, count in trace.last_normalize_info.row_counts.items()
+            if not table.startswith("_dlt")
+        }
+    summary.requests = sum(c.request_count for c in clients)
+    summary.retries = sum(c.retry_count for c in clients)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _location(pipeline: dlt.Pipeline, info: LoadInfo) -> str:
+    description = getattr(info, "destination_displayable_credentials", None) or ""
+    if pipeline.destination.destination_name == "duckdb":
+        return os.path.relpath(str(description).replace("duckdb:///", "")) if description else "duckdb"
+    return str(description)

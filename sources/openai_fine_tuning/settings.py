@@ -1,0 +1,121 @@
+"""Constants of the OpenAI fine-tuning source: endpoints, defaults and declared table schemas."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_AZURE_API_VERSION = "2024-10-21"
+DEFAULT_DATASET_NAME = "openai_fine_tuning"
+DEFAULT_PIPELINE_NAME = "openai_fine_tuning"
+DEMO_PIPELINE_NAME = "openai_fine_tuning_demo"
+# dlt's default file (<pipeline_name>.duckdb) or one named like the dataset clashes with the dataset's
+# schema name in DuckDB ("Ambiguous reference to catalog or schema"), so the default file has its own name.
+DEFAULT_DUCKDB_FILE = "fine_tuning.duckdb"
+DEMO_DUCKDB_FILE = "fine_tuning_demo.duckdb"
+DEFAULT_PROJECT = "default"
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 100
+DEFAULT_CONCURRENCY = 16
+MAX_CONCURRENCY = 64
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 60.0
+DEFAULT_MAX_ATTEMPTS = 6
+DEFAULT_MAX_RETRY_WAIT = 60.0
+DEFAULT_BACKOFF_INITIAL = 0.5
+# After this many consecutive 404s on a job that is still open in state, the job is marked gone.
+MAX_MISSES = 3
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+JOBS_PATH = "/fine_tuning/jobs"
+RESOURCE_NAMES = ("jobs", "checkpoints", "events")
+DEFAULT_RESOURCES = ("jobs", "checkpoints")
+
+CHECKPOINT_METRICS = (
+    "step",
+    "train_loss",
+    "train_mean_token_accuracy",
+    "valid_loss",
+    "valid_mean_token_accuracy",
+    "full_valid_loss",
+    "full_valid_mean_token_accuracy",
+)
+EVENT_DATA_FIELDS = (
+    "step",
+    "total_steps",
+    "train_loss",
+    "train_mean_token_accuracy",
+    "valid_loss",
+    "valid_mean_token_accuracy",
+    "full_valid_loss",
+    "full_valid_mean_token_accuracy",
+)
+
+TColumns = Dict[str, Dict[str, Any]]
+
+
+def _col(data_type: str, **hints: Any) -> Dict[str, Any]:
+    column: Dict[str, Any] = {"data_type": data_type, "nullable": True}
+    if data_type == "timestamp":
+        column["timezone"] = True
+    column.update(hints)
+    return column
+
+
+PROJECT_COLUMN = "openai_project"
+
+JOB_COLUMNS: TColumns = {
+    "id": _col("text", nullable=False, primary_key=True),
+    PROJECT_COLUMN: _col("text"),
+    "object": _col("text"),
+    "model": _col("text"),
+    "status": _col("text"),
+    "created_at": _col("timestamp"),
+    "finished_at": _col("timestamp"),
+    "estimated_finish": _col("timestamp"),
+    "fine_tuned_model": _col("text"),
+    "suffix": _col("text"),
+    "organization_id": _col("text"),
+    "training_file": _col("text"),
+    "validation_file": _col("text"),
+    "trained_tokens": _col("bigint"),
+    "seed": _col("bigint"),
+    "error__code": _col("text"),
+    "error__message": _col("text"),
+    "error__param": _col("text"),
+    # n_epochs and friends are a number in one job and "auto" in another: text by declaration.
+    "hyperparameters__n_epochs": _col("text"),
+    "hyperparameters__batch_size": _col("text"),
+    "hyperparameters__learning_rate_multiplier": _col("text"),
+    "method__type": _col("text"),
+    "result_files": _col("json"),
+    "integrations": _col("json"),
+    "metadata": _col("json"),
+}
+
+CHECKPOINT_COLUMNS: TColumns = {
+    "id": _col("text", nullable=False, primary_key=True),
+    PROJECT_COLUMN: _col("text"),
+    "fine_tuning_job_id": _col("text"),
+    "object": _col("text"),
+    "fine_tuned_model_checkpoint": _col("text"),
+    "step_number": _col("bigint"),
+    "created_at": _col("timestamp"),
+    **{f"metrics__{name}": _col("double") for name in CHECKPOINT_METRICS},
+}
+
+EVENT_COLUMNS: TColumns = {
+    "id": _col("text", nullable=False, primary_key=True),
+    PROJECT_COLUMN: _col("text"),
+    "fine_tuning_job_id": _col("text"),
+    "object": _col("text"),
+    "created_at": _col("timestamp"),
+    "level": _col("text"),
+    "message": _col("text"),
+    "type": _col("text"),
+    **{f"data__{name}": _col("double") for name in EVENT_DATA_FIELDS},
+}
+EVENT_COLUMNS["data__step"] = _col("bigint")
+EVENT_COLUMNS["data__total_steps"] = _col("bigint")
