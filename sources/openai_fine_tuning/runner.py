@@ -48,9 +48,11 @@ def _configured(key: str) -> bool:
         return True
 
 
-def make_destination(name: Optional[str], *, duckdb_file: Optional[str] = None) -> Any:
-    """The destination by dlt name. DuckDB defaults to `fine_tuning.duckdb` in the working folder unless
-    dlt config (DESTINATION__DUCKDB__CREDENTIALS or .dlt/) names another file."""
+def make_destination(name: Any, *, duckdb_file: Optional[str] = None) -> Any:
+    """The destination by dlt name (or a ready dlt destination). DuckDB defaults to `fine_tuning.duckdb`
+    in the working folder unless dlt config (DESTINATION__DUCKDB__CREDENTIALS or .dlt/) names another."""
+    if name is not None and not isinstance(name, str):
+        return name
     name = name or "duckdb"
     if name == "duckdb" and (duckdb_file or not _configured("destination.duckdb.credentials")):
         return dlt.destinations.duckdb(credentials=os.path.abspath(duckdb_file or settings.DEFAULT_DUCKDB_FILE))
@@ -62,7 +64,7 @@ def make_destination(name: Optional[str], *, duckdb_file: Optional[str] = None) 
 def make_pipeline(
     *,
     pipeline_name: str = settings.DEFAULT_PIPELINE_NAME,
-    destination: Optional[str] = None,
+    destination: Any = None,
     dataset_name: Optional[str] = None,
     pipelines_dir: Optional[str] = None,
     duckdb_file: Optional[str] = None,

@@ -1,0 +1,140 @@
+"""Fixtures: a clean environment, the emulator on loopback, and DuckDB / PostgreSQL destinations."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import dlt
+import pytest
+
+from openai_fine_tuning import openai_fine_tuning
+from openai_fine_tuning.client import ClientSettings, FineTuningClient
+from openai_fine_tuning.emulator import Emulator
+from openai_fine_tuning.runner import RunSummary, make_pipeline, run_source
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres")
+
+
+def postgres_available() -> Optional[str]:
+    """None when the server answers, else the reason it cannot be used."""
+    try:
+        import psycopg2
+    except ImportError:
+        return "psycopg2 is not installed (pip install -e '.[test]')"
+    try:
+        psycopg2.connect(POSTGRES_URL, connect_timeout=3).close()
+    except Exception as exc:  # any failure to connect means: no server here
+        return f"PostgreSQL at 127.0.0.1:5432 is not reachable: {str(exc).strip().splitlines()[0]}"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
+    """No key, endpoint or dlt setting from the developer's shell leaks in; each test in its own folder."""
+    for name in list(os.environ):
+        if name.startswith(("OPENAI_", "AZURE_OPENAI_", "SOURCES__", "DESTINATION__", "NORMALIZE__", "LOAD__", "EXTRACT__")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt-data"))
+    monkeypatch.setenv("RUNTIME__LOG_LEVEL", "WARNING")
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    with Emulator.synthetic(12) as emu:
+        yield emu
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def destination(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
+    """A destination factory argument: DuckDB in the test folder, or a fresh schema on PostgreSQL."""
+    if request.param == "duckdb":
+        yield dlt.destinations.duckdb(credentials=str(tmp_path / "test.duckdb"))
+        return
+    reason = postgres_available()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI=true: {reason}")
+        pytest.skip(reason)
+    yield dlt.destinations.postgres(credentials=POSTGRES_URL)
+
+
+class Loader:
+    """Runs the real pipeline (same code path as the CLI) against an emulator and reads tables back."""
+
+    def __init__(self, emulator: Emulator, destination: Any, tmp_path: Any) -> None:
+        self.emulator = emulator
+        self.destination = destination
+        self.dataset = f"ft_{uuid.uuid4().hex[:10]}"
+        self.pipelines_dir = str(tmp_path / "pipelines")
+        self.pipeline_name = f"test_{uuid.uuid4().hex[:8]}"
+        self.last: Optional[RunSummary] = None
+        self.client: Optional[FineTuningClient] = None
+
+    def settings(self, **overrides: Any) -> ClientSettings:
+        values: Dict[str, Any] = dict(
+            api_key=self.emulator.api_key, base_url=self.emulator.base_url, provider=self.emulator.flavour,
+            backoff_initial=0.0, max_retry_wait=0.05, concurrency=4,
+        )
+        values.update(overrides)
+        return ClientSettings(**values)
+
+    def pipeline(self) -> dlt.Pipeline:
+        return make_pipeline(
+            pipeline_name=self.pipeline_name, destination=self.destination,
+            dataset_name=self.dataset, pipelines_dir=self.pipelines_dir,
+        )
+
+    def run(self, *, job_ids: Optional[List[str]] = None, resources: Optional[List[str]] = None,
+            project_name: str = "default", **overrides: Any) -> RunSummary:
+        self.emulator.reset_counts()
+        with FineTuningClient(self.settings(**overrides)) as client:
+            self.client = client
+            source = openai_fine_tuning(client=client, job_ids=job_ids, resources=resources, project_name=project_name)
+            self.last = run_source(self.pipeline(), source, clients=[client])
+        return self.last
+
+    def rows(self, table: str, columns: str = "*", order: str = "id") -> List[Dict[str, Any]]:
+        with self.pipeline().sql_client() as client:
+            dataset = client.fully_qualified_dataset_name()
+            with client.execute_query(f"SELECT {columns} FROM {dataset}.{table} ORDER BY {order}") as cursor:
+                names = [d[0] for d in cursor.description]
+                return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def column_types(self, table: str) -> Dict[str, str]:
+        with self.pipeline().sql_client() as client:
+            rows = client.execute_sql(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+                self.dataset, table,
+            )
+        return {name: data_type.lower() for name, data_type in rows}
+
+    def drop(self) -> None:
+        try:
+            with self.pipeline().sql_client() as client:
+                client.drop_dataset()
+        except Exception:  # nothing was created
+            pass
+
+
+@pytest.fixture
+def loader(emulator: Emulator, destination: Any, tmp_path: Any) -> Iterator[Loader]:
+    instance = Loader(emulator, destination, tmp_path)
+    yield instance
+    instance.drop()
+
+
+@pytest.fixture
+def make_loader(destination: Any, tmp_path: Any) -> Iterator[Callable[[Emulator], Loader]]:
+    created: List[Loader] = []
+
+    def factory(emu: Emulator) -> Loader:
+        created.append(Loader(emu, destination, tmp_path))
+        return created[-1]
+
+    yield factory
+    for instance in created:
+        instance.drop()
