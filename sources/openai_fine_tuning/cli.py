@@ -189,9 +189,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if verbose:
             traceback.print_exc()
         own = find_source_error(exc)
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        if own is None and not verbose:
-            print("(run with --verbose for the traceback)", file=sys.stderr)
+        hint = "" if own is not None or verbose else " (run with --verbose for the traceback)"
+        print(f"error: {_one_line(exc)}{hint}", file=sys.stderr)
         return EXIT_USAGE if isinstance(own, ConfigurationError) else EXIT_FAILURE
 
 

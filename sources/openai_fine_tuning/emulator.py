@@ -385,7 +385,9 @@ class Emulator:
             time.sleep(self.latency)
         if scripted is not None:
             return scripted.status, {**base_headers, **scripted.headers}, scripted.body, scripted.action
-        if fault is not None:
+        if fault is not None and fault[3] == "slow":
+            time.sleep(self.faults.slow_seconds)
+        elif fault is not None:
             return fault[0], {**base_headers, **fault[1]}, fault[2], fault[3]
         auth_error = self._check_auth(headers, params)
         if auth_error is not None:
@@ -417,8 +419,7 @@ class Emulator:
                 if name == "truncated":
                     return 200, {}, None, "truncate"
                 if name == "slow":
-                    time.sleep(f.slow_seconds)
-                    return None
+                    return -1, {}, None, "slow"
             r -= probability
         return None
 
@@ -500,13 +501,16 @@ class _Handler(BaseHTTPRequestHandler):
             content_type = extra_headers.pop("content-type", "application/json")
         if action == "truncate":
             payload = (json.dumps({"object": "list", "data": [{"id": "x"}], "has_more": True}).encode())[:25]
-        self.send_response(status)
-        self.send_header("content-type", content_type)
-        self.send_header("content-length", str(len(payload)))
-        for key, value in extra_headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(payload)
+        try:
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(payload)))
+            for key, value in extra_headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (a read timeout): nothing to answer
 
     def log_message(self, format: str, *args: Any) -> None:  # silence the default stderr logging
         return

@@ -7,8 +7,9 @@ from typing import Iterable, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 _SECRET_QUERY_KEYS = {"api-key", "api_key", "key", "token", "access_token", "sig"}
-# OpenAI keys look like sk-..., sk-proj-..., sk-svcacct-...; Azure keys are 32 hex characters.
-_KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,}|[0-9a-f]{32})\b")
+# OpenAI keys look like sk-..., sk-proj-..., sk-svcacct-... (the API echoes them half-masked, sk-abc***xyz);
+# Azure keys are 32 hex characters.
+_KEY_PATTERN = re.compile(r"\bsk-[A-Za-z0-9_\-*]{3,}|\b[0-9a-f]{32}\b")
 REDACTED = "***"
 
 

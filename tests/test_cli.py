@@ -1,0 +1,188 @@
+"""The `openai-fine-tuning` command: exit codes, one-line errors, defaults, the demo."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from typing import Any, List, Tuple
+
+import duckdb
+import pytest
+
+from openai_fine_tuning.cli import main
+from openai_fine_tuning.emulator import Emulator
+
+NO_KEY = (
+    "error: no API key: set OPENAI_API_KEY or api_key in [sources.openai_fine_tuning] of .dlt/secrets.toml"
+    " (to try the loader without a key, run `openai-fine-tuning demo`)\n"
+)
+
+
+def run_cli(capsys: Any, *argv: str) -> Tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def use_emulator(monkeypatch: pytest.MonkeyPatch, emu: Emulator, key: str = "") -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", key or emu.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url)
+    monkeypatch.setenv("SOURCES__OPENAI_FINE_TUNING__BACKOFF_INITIAL", "0")
+
+
+def test_load_without_a_key_fails_in_one_line_and_never_uses_the_emulator(capsys: Any) -> None:
+    code, out, err = run_cli(capsys, "load")
+    assert (code, out, err) == (2, "", NO_KEY)
+    assert not os.path.exists("fine_tuning.duckdb")
+
+
+def test_load_writes_the_default_duckdb_file_and_prints_a_summary(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator
+) -> None:
+    use_emulator(monkeypatch, emulator)
+    code, out, err = run_cli(capsys, "load")
+    assert (code, err) == (0, "")
+    assert out.startswith("Loaded into duckdb dataset openai_fine_tuning (fine_tuning.duckdb): checkpoints 33, jobs 12; 13 requests (0 retried) in ")
+    with duckdb.connect("fine_tuning.duckdb") as db:
+        assert db.execute("SELECT count(*) FROM openai_fine_tuning.checkpoints").fetchone() == (33,)
+    code, out, _ = run_cli(capsys, "load")
+    assert code == 0 and "; 4 requests (0 retried)" in out
+
+
+def test_duckdb_credentials_from_dlt_config_override_the_default_file(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator
+) -> None:
+    use_emulator(monkeypatch, emulator)
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", "elsewhere.duckdb")
+    code, out, _ = run_cli(capsys, "load", "--dataset", "ft")
+    assert code == 0 and "dataset ft" in out
+    assert os.path.exists("elsewhere.duckdb") and not os.path.exists("fine_tuning.duckdb")
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        pytest.param(
+            {"SOURCES__OPENAI_FINE_TUNING__PAGE_SIZE": "abc"},
+            "error: page_size must be a whole number from 1 to 100, got 'abc': fix page_size in"
+            " [sources.openai_fine_tuning] of .dlt/config.toml (or SOURCES__OPENAI_FINE_TUNING__PAGE_SIZE)\n",
+            id="page-size-not-a-number",
+        ),
+        pytest.param(
+            {"SOURCES__OPENAI_FINE_TUNING__CONCURRENCY": "0"},
+            "error: concurrency must be a whole number from 1 to 64, got '0': fix concurrency in"
+            " [sources.openai_fine_tuning] of .dlt/config.toml (or SOURCES__OPENAI_FINE_TUNING__CONCURRENCY)\n",
+            id="concurrency-zero",
+        ),
+        pytest.param(
+            {"OPENAI_BASE_URL": "api.openai.com/v1"},
+            "error: base_url must be an http(s) URL such as https://api.openai.com/v1, got 'api.openai.com/v1':"
+            " fix base_url in [sources.openai_fine_tuning] of .dlt/config.toml (or SOURCES__OPENAI_FINE_TUNING__BASE_URL)\n",
+            id="base-url-without-scheme",
+        ),
+        pytest.param(
+            {"AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com"},
+            "error: both OpenAI (OPENAI_API_KEY/OPENAI_BASE_URL) and Azure OpenAI (AZURE_OPENAI_*) settings are set:"
+            ' choose one with provider = "openai" or "azure" (provider in [sources.openai_fine_tuning] of'
+            " .dlt/config.toml (or SOURCES__OPENAI_FINE_TUNING__PROVIDER))\n",
+            id="provider-ambiguous",
+        ),
+    ],
+)
+def test_bad_settings_fail_with_one_line_naming_the_setting(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, env: dict, expected: str
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-abcdefgh")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert run_cli(capsys, "load") == (2, "", expected)
+
+
+def test_a_wrong_key_fails_in_one_line_with_the_request_id_and_without_the_key(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator
+) -> None:
+    use_emulator(monkeypatch, emulator, key="sk-wrong-key-1234567890")
+    code, out, err = run_cli(capsys, "load")
+    assert code == 1 and out == ""
+    port = emulator.port
+    assert err == (
+        f"error: GET http://127.0.0.1:{port}/v1/fine_tuning/jobs failed with HTTP 401 (invalid_api_key): Incorrect API"
+        " key provided. Check the API key (api_key / OPENAI_API_KEY or AZURE_OPENAI_API_KEY) and that it has access"
+        " to the organization and project. (request id req_000001)\n"
+    )
+    assert emulator.count() == 1  # not retried
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_base_url_fails_at_the_first_request_without_retrying(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-abcdefgh")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{port}/v1")
+    code, out, err = run_cli(capsys, "load")
+    assert code == 1
+    assert err.startswith(f"error: GET http://127.0.0.1:{port}/v1/fine_tuning/jobs could not connect: ")
+    assert err.endswith("Check base_url (OPENAI_BASE_URL / AZURE_OPENAI_ENDPOINT) and the network.\n")
+    assert err.count("\n") == 1
+
+
+def test_an_unknown_job_named_with_job_fails_naming_it(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator
+) -> None:
+    use_emulator(monkeypatch, emulator)
+    code, out, err = run_cli(capsys, "load", "--job", "ftjob-nope")
+    assert (code, out) == (1, "")
+    assert err == "error: fine-tuning job ftjob-nope was not found (HTTP 404); check the --job value (request id req_000001)\n"
+
+
+def test_an_unknown_resource_is_a_usage_error(capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> None:
+    use_emulator(monkeypatch, emulator)
+    code, _, err = run_cli(capsys, "load", "--resources", "jobs,models")
+    assert (code, err) == (2, "error: unknown resource(s) models: choose from jobs, checkpoints, events\n")
+
+
+def test_a_second_run_of_the_same_pipeline_refuses_while_one_runs(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator
+) -> None:
+    import dlt
+
+    from openai_fine_tuning.runner import pipeline_lock
+
+    use_emulator(monkeypatch, emulator)
+    pipeline = dlt.pipeline(pipeline_name="openai_fine_tuning")
+    with pipeline_lock(pipeline):
+        code, out, err = run_cli(capsys, "load")
+    lock = os.path.join(pipeline.pipelines_dir, ".openai_fine_tuning.lock")
+    assert (code, out) == (1, "")
+    assert err == f"error: another run of pipeline openai_fine_tuning is in progress (lock {lock}); wait for it to finish\n"
+    assert emulator.count() == 0
+
+
+def test_demo_loads_the_emulator_into_its_own_file_and_prints_the_best_checkpoints(capsys: Any) -> None:
+    code, out, err = run_cli(capsys, "demo")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].startswith(
+        "Loaded into duckdb dataset openai_fine_tuning (fine_tuning_demo.duckdb): checkpoints 33, events 492, jobs 12; 25 requests"
+    )
+    assert lines[2] == "Best checkpoint per job (lowest full_valid_loss, else valid_loss, else train_loss):"
+    assert lines[3].split() == ["job", "status", "best", "step", "by", "value", "checkpoint", "model"]
+    assert len(lines) == 2 + 2 + 12 + 2 + 1
+    assert not os.path.exists("fine_tuning.duckdb")
+    assert os.path.exists("fine_tuning_demo.duckdb")
+
+
+def test_the_console_script_is_installed_and_reports_usage_errors() -> None:
+    result = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "openai-fine-tuning"), "load"],
+        capture_output=True, text=True, env={k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")},
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", NO_KEY)
