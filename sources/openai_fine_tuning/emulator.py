@@ -88,6 +88,7 @@ class Emulator:
         self.missing_checkpoints: set = set()  # listed jobs whose checkpoints answer 404
         self.requests: List[RequestRecord] = []
         self.fault_log: List[str] = []
+        self.on_request: Optional[Callable[[RequestRecord], None]] = None  # called for each request
         self._scripts: List[Scripted] = []
         self._lock = threading.RLock()
         self._rng = random.Random(self.faults.seed)
@@ -371,8 +372,11 @@ class Emulator:
                 endpoint, job_id = "job", segments[0]
             elif len(segments) == 2 and segments[1] in ("checkpoints", "events"):
                 endpoint, job_id = segments[1], segments[0]
+        record = RequestRecord(method, path, params, endpoint)
+        if self.on_request is not None:
+            self.on_request(record)
         with self._lock:
-            self.requests.append(RequestRecord(method, path, params, endpoint))
+            self.requests.append(record)
             scripted = next((s for s in self._scripts if s.match in raw_path), None)
             if scripted is not None:
                 scripted.times -= 1

@@ -1,0 +1,132 @@
+"""Property-based tests of pagination and flattening, and unit tests of the small helpers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from openai_fine_tuning.client import retry_after_seconds
+from openai_fine_tuning.exceptions import PaginationLoopError
+from openai_fine_tuning.paginator import CursorPaginator
+from openai_fine_tuning.redaction import redact_text, redact_url
+from openai_fine_tuning.rows import flatten, to_arrow
+from openai_fine_tuning.settings import CHECKPOINT_COLUMNS
+
+
+class FakeList:
+    """Serves `items` like the API: `after` is an id, `limit` a page size."""
+
+    def __init__(self, items: List[Dict[str, Any]]) -> None:
+        self.items = items
+        self.calls: List[Dict[str, Any]] = []
+
+    def __call__(self, params: Dict[str, Any]) -> Dict[str, Any]:
+        self.calls.append(dict(params))
+        start = 0
+        if "after" in params:
+            start = [i["id"] for i in self.items].index(params["after"]) + 1
+        page = self.items[start:start + params["limit"]]
+        return {"object": "list", "data": page, "has_more": start + params["limit"] < len(self.items)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(0, 60), page_size=st.integers(1, 25))
+def test_pagination_yields_every_item_once_in_order_with_one_request_per_page(n: int, page_size: int) -> None:
+    items = [{"id": f"item-{i}"} for i in range(n)]
+    fake = FakeList(items)
+    paginator = CursorPaginator(fake, endpoint="GET /x", page_size=page_size)
+    seen = [item for page in paginator for item in page]
+    assert seen == items
+    assert paginator.complete
+    assert len(fake.calls) == max(1, math.ceil(n / page_size))
+    assert all(call["limit"] == page_size for call in fake.calls)
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(1, 40), page_size=st.integers(1, 10), stop=st.integers(0, 39))
+def test_pagination_stops_before_the_known_id(n: int, page_size: int, stop: int) -> None:
+    stop = stop % n
+    items = [{"id": f"e-{i}"} for i in range(n)]
+    paginator = CursorPaginator(FakeList(items), endpoint="GET /x", page_size=page_size, stop_at_id=f"e-{stop}")
+    assert [item for page in paginator for item in page] == items[:stop]
+    assert paginator.complete and paginator.reached_stop_id
+
+
+@given(st.lists(st.text(min_size=1, max_size=5), min_size=1, max_size=5))
+def test_a_cursor_that_comes_back_is_a_loop_error(ids: List[str]) -> None:
+    def same_page(params: Dict[str, Any]) -> Dict[str, Any]:
+        return {"data": [{"id": i} for i in ids], "has_more": True}
+
+    with pytest.raises(PaginationLoopError, match="GET /x: loop detected, cursor after="):
+        for _ in CursorPaginator(same_page, endpoint="GET /x", page_size=len(ids)):
+            pass
+
+
+metric_values = st.one_of(
+    st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6), st.text(max_size=8),
+    st.booleans(), st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(metrics=st.dictionaries(st.sampled_from(["step", "train_loss", "valid_loss", "full_valid_loss", "new_metric", "x y"]), metric_values))
+def test_flattening_never_loses_or_miscasts_a_metric(metrics: Dict[str, Any]) -> None:
+    checkpoint = {"id": "c1", "created_at": 1721764867, "step_number": 10, "metrics": metrics}
+    row = flatten(checkpoint, CHECKPOINT_COLUMNS, nested="metrics", project="p", extra={"fine_tuning_job_id": "j"})
+    table = to_arrow([row], CHECKPOINT_COLUMNS).to_pylist()[0]
+    for key, value in metrics.items():
+        column = f"metrics__{key}"
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if value is None:
+            assert table[column] is None
+        elif is_number:
+            assert table[column] == float(value)
+            assert column + "__v_text" not in table or table[column + "__v_text"] is None
+        else:
+            assert table.get(column) is None
+            assert table[column + "__v_text"] is not None
+    assert table["step_number"] == 10 and table["created_at"].timestamp() == 1721764867
+    assert set(f"metrics__{m}" for m in ("train_mean_token_accuracy", "full_valid_mean_token_accuracy")) <= set(table)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param({"retry-after-ms": "250", "retry-after": "9"}, 0.25, id="ms-first"),
+        pytest.param({"retry-after": "3"}, 3.0, id="seconds"),
+        pytest.param({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0, id="date-in-the-past"),
+        pytest.param({"retry-after": "soon"}, None, id="unparseable"),
+        pytest.param({}, None, id="absent"),
+    ],
+)
+def test_retry_after_headers(headers: Dict[str, str], expected: Any) -> None:
+    assert retry_after_seconds(headers) == expected
+
+
+def test_retry_after_as_a_future_http_date() -> None:
+    import email.utils
+    import time
+
+    value = retry_after_seconds({"retry-after": email.utils.formatdate(time.time() + 120, usegmt=True)})
+    assert value is not None and 100 < value <= 120
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("key sk-proj-abcdEFGH1234_xyz used", "key *** used", id="project-key"),
+        pytest.param("Incorrect API key provided: sk-abc***wxyz.", "Incorrect API key provided: ***.", id="half-masked"),
+        pytest.param("azure 0123456789abcdef0123456789abcdef key", "azure *** key", id="azure-hex"),
+        pytest.param("nothing secret", "nothing secret", id="plain"),
+    ],
+)
+def test_redact_text(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+
+
+def test_redact_url_drops_user_info_and_secret_parameters() -> None:
+    assert redact_url("https://user:pw@example.com/v1/x?api-key=abc&limit=2") == "https://example.com/v1/x?api-key=***&limit=2"
