@@ -69,6 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--pipeline-name", default=settings.DEFAULT_PIPELINE_NAME, help="dlt pipeline name")
     load.add_argument("--progress", action="store_true", help="show dlt's progress bars")
 
+    report = commands.add_parser("report", help="write an HTML report with loss/accuracy charts from the destination")
+    _add_common(report)
+    report.add_argument("--destination", help="dlt destination name (default duckdb: ./fine_tuning.duckdb)")
+    report.add_argument("--dataset", help=f"dataset (schema) name (default {settings.DEFAULT_DATASET_NAME})")
+    report.add_argument("--pipeline-name", default=settings.DEFAULT_PIPELINE_NAME, help="dlt pipeline name")
+    report.add_argument("--output", default="fine_tuning_report", help="folder for index.html and PNGs")
+    report.add_argument("--limit", type=int, default=50, help="newest jobs to chart (default 50)")
+
     demo = commands.add_parser("demo", help="load synthetic data from the bundled emulator into fine_tuning_demo.duckdb")
     _add_common(demo)
     demo.add_argument("--jobs", type=int, default=12, help="synthetic jobs (default 12)")
@@ -99,6 +107,16 @@ def cmd_load(args: argparse.Namespace) -> int:
         source = openai_fine_tuning(client=client, job_ids=args.job_ids, resources=_split(args.resources))
         summary = run_source(pipeline, source, clients=[client])
     print(summary.line())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+    from .runner import make_pipeline
+
+    pipeline = make_pipeline(pipeline_name=args.pipeline_name, destination=args.destination, dataset_name=args.dataset)
+    path, jobs = write_report(pipeline, args.output, limit=args.limit)
+    print(f"Wrote {path} ({jobs} jobs charted)")
     return 0
 
 
@@ -179,7 +197,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     verbose = bool(getattr(args, "verbose", False))
     _setup_logging(verbose)
-    handlers = {"load": cmd_load, "demo": cmd_demo}
+    handlers = {"load": cmd_load, "demo": cmd_demo, "report": cmd_report}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -274,20 +274,23 @@ class Emulator:
             events.append(event)
             return event
 
-    def add_metric_events(self, job_id: str, steps: int, *, total_steps: Optional[int] = None) -> None:
-        total = total_steps or steps
+    def add_metric_events(self, job_id: str, count: int, *, total_steps: Optional[int] = None) -> None:
+        """`count` metric events spread evenly over `total_steps`, on the same curves as the checkpoints."""
+        total = total_steps or count
+        every = max(total // max(count, 1), 1)
         start = sum(1 for e in self.events[job_id] if e["type"] == "metrics")
-        for step in range(start + 1, start + steps + 1):
+        for n in range(start + 1, start + count + 1):
+            step = n * every
             rng = random.Random(f"{job_id}:s{step}")
             data = {
                 "step": step,
                 "total_steps": total,
-                "train_loss": round(2.0 / (1 + step / 50) + rng.random() * 0.1, 4),
-                "train_mean_token_accuracy": round(0.5 + step / (step + 150) * 0.4, 4),
+                "train_loss": round(2.0 / (1 + step / 100) + rng.random() * 0.08, 4),
+                "train_mean_token_accuracy": round(0.5 + step / (step + 300) * 0.4 + rng.random() * 0.01, 4),
             }
-            if step % 10 == 0 and self.jobs[job_id]["validation_file"]:
-                data["valid_loss"] = round(2.1 / (1 + step / 60) + rng.random() * 0.1, 4)
-                data["valid_mean_token_accuracy"] = round(0.45 + step / (step + 160) * 0.4, 4)
+            if n % 5 == 0 and self.jobs[job_id]["validation_file"]:
+                data["valid_loss"] = round(2.1 / (1 + step / 120) + rng.random() * 0.08, 4)
+                data["valid_mean_token_accuracy"] = round(0.45 + step / (step + 320) * 0.4, 4)
             self.add_event(job_id, message=f"Step {step}/{total}: training loss={data['train_loss']}", type="metrics", data=data)
 
     def expire_checkpoints(self, job_id: str, keep_last: int = 3) -> List[Dict[str, Any]]:
@@ -314,16 +317,19 @@ class Emulator:
     # -- synthetic data ---------------------------------------------------------------------------
     @classmethod
     def synthetic(cls, n_jobs: int = 12, *, checkpoints_per_job: int = 3, events_per_job: int = 0,
-                  seed: int = 7, **kwargs: Any) -> "Emulator":
+                  seed: int = 7, open_jobs: Optional[int] = None, **kwargs: Any) -> "Emulator":
         """Deterministic data with the API's quirks: optional metrics missing, a final checkpoint named
         without `:ckpt-step-N`, `n_epochs` as a number or "auto", `error: {}`, `hyperparameters: null`,
         open statuses (`running`, `paused`, `queued`), failed and cancelled jobs, two jobs created in the
-        same second, and retention having dropped early checkpoints of one job."""
+        same second, and retention having dropped early checkpoints of one job. With `open_jobs`, every
+        job has succeeded but the newest `open_jobs`, which are running (as in a large, real account)."""
         emu = cls(**kwargs)
         rng = random.Random(seed)
         statuses = ["succeeded"] * 6 + ["failed", "cancelled", "running", "paused", "queued", "succeeded"]
         for i in range(n_jobs):
             status = statuses[i % len(statuses)]
+            if open_jobs is not None:
+                status = "running" if i >= n_jobs - open_jobs else "succeeded"
             created_at = BASE_TIME + i * 3600 - (3600 if i == 1 else 0)  # jobs 0 and 1 tie on created_at
             n_ckpt = 0 if status == "queued" else checkpoints_per_job + (2 if i == 2 else 0)
             job = emu.add_job(
@@ -339,7 +345,7 @@ class Emulator:
                 emu.add_checkpoint(job["id"], final_name=(k == n_ckpt - 1 and status == "succeeded" and i % 2 == 0))
             if events_per_job:
                 emu.add_event(job["id"], message="Fine-tuning job started")
-                emu.add_metric_events(job["id"], events_per_job)
+                emu.add_metric_events(job["id"], events_per_job, total_steps=max(n_ckpt, 1) * STEPS_PER_EPOCH)
             if i == 2:
                 emu.expire_checkpoints(job["id"], keep_last=checkpoints_per_job)
             if status not in ("running", "queued"):
@@ -481,6 +487,7 @@ class Emulator:
 class _Handler(BaseHTTPRequestHandler):
     emulator: Emulator
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out at once: no 40 ms delayed-ACK stalls
 
     def do_GET(self) -> None:  # noqa: N802 - http.server API
         self._serve("GET")

@@ -1,0 +1,116 @@
+"""Backfill and no-op benchmark against the emulator with injected latency.
+
+    .venv/bin/python benchmarks/bench_backfill.py [--jobs 1000] [--checkpoints 3] [--latency 0.05]
+
+Each scenario runs in its own process (so peak memory is its own): an empty run (the fixed cost of a dlt
+run with one request), then for concurrency 1 and the default: a backfill of N jobs x K checkpoints into
+a fresh DuckDB file and a no-op run after it. Prints a Markdown table; `--json` writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def scenario(args: argparse.Namespace) -> Dict[str, Any]:
+    """Runs in the child: one emulator, one pipeline, one or two runs."""
+    import dlt
+
+    from openai_fine_tuning import openai_fine_tuning
+    from openai_fine_tuning.client import ClientSettings, FineTuningClient
+    from openai_fine_tuning.emulator import Emulator
+    from openai_fine_tuning.runner import make_pipeline, run_source
+
+    work = tempfile.mkdtemp(prefix="ft-bench-")
+    jobs = 0 if args.scenario == "empty" else args.jobs
+    # as in a real account, the jobs still running are the newest ones: the no-op run re-reads those
+    emu = Emulator.synthetic(jobs, checkpoints_per_job=args.checkpoints, open_jobs=args.open_jobs) if jobs else Emulator()
+    with emu:
+        emu.latency = args.latency
+        settings = ClientSettings(api_key=emu.api_key, base_url=emu.base_url, concurrency=args.concurrency)
+        pipeline = make_pipeline(
+            pipeline_name="bench", destination=dlt.destinations.duckdb(os.path.join(work, "bench.duckdb")),
+            pipelines_dir=os.path.join(work, "pipelines"),
+        )
+        results: Dict[str, Any] = {}
+        for run in ("backfill", "noop") if jobs else ("empty",):
+            emu.reset_counts()
+            started = time.perf_counter()
+            with FineTuningClient(settings) as client:
+                summary = run_source(pipeline, openai_fine_tuning(client=client), clients=[client])
+            seconds = time.perf_counter() - started
+            rows = sum(summary.rows.values())
+            open_jobs = sum(1 for j in emu.jobs.values() if j["status"] not in ("succeeded", "failed", "cancelled"))
+            results[run] = {
+                "seconds": round(seconds, 3), "requests": emu.count(), "rows": rows,
+                "rows_per_second": round(rows / seconds, 1) if seconds else 0.0, "open_jobs": open_jobs,
+            }
+    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return results
+
+
+def run_child(extra: List[str]) -> Dict[str, Any]:
+    output = subprocess.run([sys.executable, __file__, "--child", *extra], capture_output=True, text=True, check=True)
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--checkpoints", type=int, default=3)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--open-jobs", type=int, default=10, help="jobs still running (the newest)")
+    parser.add_argument("--scenario", default="backfill")
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(scenario(args)))
+        return
+    common = ["--jobs", str(args.jobs), "--checkpoints", str(args.checkpoints), "--latency", str(args.latency),
+              "--open-jobs", str(args.open_jobs)]
+    empty = run_child(common + ["--scenario", "empty"])
+    fixed = max(empty["empty"]["seconds"] - args.latency, 0.0)
+    results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+               "date": time.strftime("%Y-%m-%d"), "fixed_cost_seconds": round(fixed, 3)}
+    rows = []
+    for concurrency in (1, args.concurrency):
+        figures = run_child(common + ["--concurrency", str(concurrency)])
+        backfill, noop = figures["backfill"], figures["noop"]
+        floor = backfill["requests"] / concurrency * args.latency + fixed
+        results[f"concurrency_{concurrency}"] = dict(figures, floor_seconds=round(floor, 3))
+        rows.append(
+            f"| {concurrency} | {backfill['seconds']:.2f} s | {backfill['requests']} | {backfill['rows_per_second']:.0f}"
+            f" | {floor:.2f} s ({backfill['seconds'] / floor:.2f}x) | {noop['seconds']:.2f} s | {noop['requests']}"
+            f" (1 + R, R = {noop['open_jobs']}) | {figures['peak_rss_mb']:.0f} MB |"
+        )
+    sequential = results["concurrency_1"]["backfill"]["seconds"]
+    default = results[f"concurrency_{args.concurrency}"]["backfill"]["seconds"]
+    results["speedup"] = round(sequential / default, 2)
+    print(f"{args.jobs} jobs x {args.checkpoints} checkpoints, {args.latency * 1000:.0f} ms a request;"
+          f" fixed cost of an empty dlt run {fixed:.2f} s; {results['machine']}; {results['date']}")
+    print()
+    print("| concurrency | backfill | requests | rows/s | floor (ratio) | no-op run | no-op requests | peak RSS |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    print()
+    print(f"default vs concurrency 1: {results['speedup']}x faster")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

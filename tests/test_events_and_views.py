@@ -1,0 +1,97 @@
+"""Events (step-level curves) loaded incrementally, and the SQL views on DuckDB and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from openai_fine_tuning.emulator import Emulator
+from openai_fine_tuning.settings import EVENT_DATA_FIELDS
+
+EVENT_COLUMNS = "id, fine_tuning_job_id, created_at, level, message, type, " + ", ".join(f"data__{f}" for f in EVENT_DATA_FIELDS)
+
+
+def expected_events(emu: Emulator) -> List[tuple]:
+    return sorted(
+        (e["id"], job_id, e["created_at"], e["level"], e["message"], e["type"], *(e["data"].get(f) for f in EVENT_DATA_FIELDS))
+        for job_id, events in emu.events.items() for e in events
+    )
+
+
+def loaded_events(loader: Any) -> List[tuple]:
+    return sorted(
+        (r["id"], r["fine_tuning_job_id"], int(r["created_at"].timestamp()), r["level"], r["message"], r["type"],
+         *(r[f"data__{f}"] for f in EVENT_DATA_FIELDS))
+        for r in loader.rows("events", EVENT_COLUMNS)
+    )
+
+
+def test_events_load_exactly_and_incrementally(make_loader: Any) -> None:
+    with Emulator.synthetic(12, events_per_job=12) as emu:
+        loader = make_loader(emu)
+        loader.run(resources=["jobs", "checkpoints", "events"], page_size=5)
+        assert loaded_events(loader) == expected_events(emu)
+        assert emu.count("events") == 12 * 3  # 13 events a job, 5 a page
+        open_ids = [j["id"] for j in emu.jobs.values() if j["status"] in ("running", "paused", "queued")]
+        loader.run(resources=["jobs", "checkpoints", "events"], page_size=5)
+        assert emu.count("events") == len(open_ids)  # one page each: it holds the newest known event
+        running = next(j for j in emu.jobs.values() if j["status"] == "running")
+        emu.add_metric_events(running["id"], 7, total_steps=400)
+        loader.run(resources=["jobs", "checkpoints", "events"], page_size=5)
+        paths = [r.path for r in emu.requests if r.endpoint == "events"]
+        assert paths.count(f"/v1/fine_tuning/jobs/{running['id']}/events") == 2  # 7 new events: 2 pages, not 4
+        assert loaded_events(loader) == expected_events(emu)
+        emu.set_status(running["id"], "succeeded")
+        loader.run(resources=["jobs", "checkpoints", "events"])
+        loader.run(resources=["jobs", "checkpoints", "events"])
+        assert f"/v1/fine_tuning/jobs/{running['id']}/events" not in [r.path for r in emu.requests]
+        assert loader.column_types("events")["data__train_loss"] in ("double", "double precision")
+
+
+def best_by_rule(checkpoints: List[Dict[str, Any]]) -> Optional[Tuple[str, int]]:
+    for metric in ("full_valid_loss", "valid_loss", "train_loss"):
+        scored = [c for c in checkpoints if c["metrics"].get(metric) is not None]
+        if scored:
+            best = min(scored, key=lambda c: (c["metrics"][metric], -c["step_number"]))
+            return metric, best["step_number"]
+    return None
+
+
+def test_best_checkpoint_view_follows_the_rule(loader: Any, emulator: Emulator) -> None:
+    tie = emulator.add_job(status="succeeded")
+    emulator.add_checkpoint(tie["id"], step=10, metrics={"full_valid_loss": 0.5, "valid_loss": 0.1})
+    emulator.add_checkpoint(tie["id"], step=20, metrics={"full_valid_loss": 0.5})
+    emulator.add_checkpoint(tie["id"], step=30, metrics={"valid_loss": 0.01})
+    valid_only = emulator.add_job(status="succeeded")
+    emulator.add_checkpoint(valid_only["id"], step=5, metrics={"valid_loss": 0.9, "train_loss": 0.1})
+    emulator.add_checkpoint(valid_only["id"], step=6, metrics={"valid_loss": 0.8, "train_loss": 0.2})
+    nothing = emulator.add_job(status="failed")
+    emulator.add_checkpoint(nothing["id"], step=1, metrics={})
+    loader.run()
+    best = {r["fine_tuning_job_id"]: (r["best_by"], r["step_number"]) for r in loader.rows("best_checkpoints", order="fine_tuning_job_id")}
+    expected = {}
+    for job_id, checkpoints in emulator.checkpoints.items():
+        rule = best_by_rule(checkpoints)
+        if rule:
+            expected[job_id] = rule
+    assert best == expected
+    assert best[tie["id"]] == ("full_valid_loss", 20)
+    assert best[valid_only["id"]] == ("valid_loss", 6)
+    assert nothing["id"] not in best
+
+
+def test_job_summary_and_training_curve_views(make_loader: Any) -> None:
+    with Emulator.synthetic(12, events_per_job=6) as emu:
+        loader = make_loader(emu)
+        loader.run(resources=["jobs", "checkpoints", "events"])
+        summary = {r["fine_tuning_job_id"]: r for r in loader.rows("job_summary", order="fine_tuning_job_id")}
+        assert set(summary) == set(emu.jobs)
+        for job_id, job in emu.jobs.items():
+            row = summary[job_id]
+            assert row["checkpoints"] == len(emu.checkpoints[job_id])
+            assert row["status"] == job["status"]
+            expected_duration = None if job["finished_at"] is None else job["finished_at"] - job["created_at"]
+            assert (None if row["duration_seconds"] is None else int(row["duration_seconds"])) == expected_duration
+        curve = loader.rows("training_curve", "fine_tuning_job_id, source, step, train_loss", order="fine_tuning_job_id, source, step")
+        metric_events = sum(1 for events in emu.events.values() for e in events if e["type"] == "metrics")
+        assert len([r for r in curve if r["source"] == "event"]) == metric_events
+        assert len([r for r in curve if r["source"] == "checkpoint"]) == sum(len(c) for c in emu.checkpoints.values())

@@ -1,0 +1,59 @@
+"""`openai-fine-tuning report`: HTML with embedded charts, PNGs, and clear errors."""
+
+from __future__ import annotations
+
+import builtins
+import os
+from typing import Any
+
+import pytest
+
+from openai_fine_tuning.cli import main
+from openai_fine_tuning.emulator import Emulator
+
+
+def load(monkeypatch: pytest.MonkeyPatch, emu: Emulator) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", emu.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url)
+    assert main(["load", "--resources", "jobs,checkpoints,events"]) == 0
+
+
+def test_report_writes_html_and_one_png_per_job(capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Emulator.synthetic(12, events_per_job=20) as emu:
+        load(monkeypatch, emu)
+    capsys.readouterr()
+    assert main(["report", "--output", "out"]) == 0
+    assert capsys.readouterr().out == "Wrote out/index.html (11 jobs charted)\n"  # the queued job has no checkpoints
+    pngs = sorted(name for name in os.listdir("out") if name.endswith(".png"))
+    with_checkpoints = sorted(f"{job_id}.png" for job_id, cs in emu.checkpoints.items() if cs)
+    assert pngs == with_checkpoints
+    for name in pngs:
+        with open(os.path.join("out", name), "rb") as handle:
+            assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    page = open("out/index.html", encoding="utf-8").read()
+    assert page.count("data:image/png;base64,") == 11
+    assert page.count("<tr><td>ftjob-") == 11
+    assert "lowest full_valid_loss if any checkpoint has one" in page
+
+
+def test_report_without_a_load_says_what_to_do(capsys: Any) -> None:
+    assert main(["report"]) == 2
+    assert capsys.readouterr().err == (
+        "error: dataset openai_fine_tuning has no job_summary view: run `openai-fine-tuning load` first"
+        " (with the same --destination and --dataset)\n"
+    )
+
+
+def test_report_without_matplotlib_says_how_to_install_it(capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def no_matplotlib(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert main(["report"]) == 2
+    assert capsys.readouterr().err == (
+        "error: the report needs matplotlib: pip install 'openai-fine-tuning-dlt[report]' (or pip install matplotlib)\n"
+    )
