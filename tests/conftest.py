@@ -39,7 +39,18 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
     monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt-data"))
     monkeypatch.setenv("RUNTIME__LOG_LEVEL", "WARNING")
     monkeypatch.chdir(tmp_path)
+    reload_dlt_config()
     yield
+    monkeypatch.undo()
+    reload_dlt_config()
+
+
+def reload_dlt_config() -> None:
+    """dlt reads .dlt/ of the working folder once; tests that chdir or write .dlt/ files make it read again."""
+    from dlt.common.configuration.container import Container
+    from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
+
+    Container()[PluggableRunContext].reload()
 
 
 @pytest.fixture
@@ -94,7 +105,7 @@ class Loader:
         with FineTuningClient(self.settings(**overrides)) as client:
             self.client = client
             source = openai_fine_tuning(client=client, job_ids=job_ids, resources=resources, project_name=project_name)
-            self.last = run_source(self.pipeline(), source, clients=[client])
+            self.last = run_source(self.pipeline(), source, clients=[client], project=project_name)
         return self.last
 
     def rows(self, table: str, columns: str = "*", order: str = "id") -> List[Dict[str, Any]]:

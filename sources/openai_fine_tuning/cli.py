@@ -66,8 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--resources", help="comma-separated: jobs,checkpoints,events (default jobs,checkpoints)")
     load.add_argument("--concurrency", help=f"parallel requests (default {settings.DEFAULT_CONCURRENCY})")
     load.add_argument("--page-size", help=f"items per page (default {settings.DEFAULT_PAGE_SIZE}, at most 100)")
+    load.add_argument("--project", action="append", dest="projects", metavar="NAME",
+                      help="only this configured project (repeatable; default: all configured projects)")
     load.add_argument("--pipeline-name", default=settings.DEFAULT_PIPELINE_NAME, help="dlt pipeline name")
-    load.add_argument("--progress", action="store_true", help="show dlt's progress bars")
+    load.add_argument("--progress", action="store_true", help="report dlt's progress on stderr (quiet by default)")
 
     report = commands.add_parser("report", help="write an HTML report with loss/accuracy charts from the destination")
     _add_common(report)
@@ -92,22 +94,43 @@ def _split(value: Optional[str]) -> Optional[List[str]]:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from . import openai_fine_tuning
-    from .runner import make_pipeline, run_source
+    from .config import configured_projects, project_settings
+    from .runner import load_projects, make_pipeline
 
-    client_settings = resolve_settings({"concurrency": args.concurrency, "page_size": args.page_size})
-    _SECRETS.append(client_settings.api_key)
+    overrides = {"concurrency": args.concurrency, "page_size": args.page_size}
+    names = configured_projects()
+    if args.projects:
+        unknown = [name for name in args.projects if name not in names]
+        if unknown:
+            known = ", ".join(names) or "none"
+            raise ConfigurationError(
+                f"unknown project(s) {', '.join(unknown)}: configured are {known}"
+                " ([sources.openai_fine_tuning.projects.<name>] in .dlt/config.toml and .dlt/secrets.toml)"
+            )
+        names = list(args.projects)
+    if names:
+        projects = [(name, project_settings(name, overrides)) for name in names]
+    else:
+        projects = [(settings.DEFAULT_PROJECT, resolve_settings(overrides))]
+    _SECRETS.extend(client_settings.api_key for _, client_settings in projects)
     pipeline = make_pipeline(
         pipeline_name=args.pipeline_name,
         destination=args.destination,
         dataset_name=args.dataset,
-        progress="log" if args.progress else None,
+        progress=_progress() if args.progress else None,
     )
-    with FineTuningClient(client_settings) as client:
-        source = openai_fine_tuning(client=client, job_ids=args.job_ids, resources=_split(args.resources))
-        summary = run_source(pipeline, source, clients=[client])
-    print(summary.line())
-    return 0
+    summaries, failures = load_projects(pipeline, projects, job_ids=args.job_ids, resources=_split(args.resources))
+    for summary in summaries:
+        print(summary.line())
+    for failure in failures:
+        print(f"error: project {failure.project}: {_one_line(failure.error)}", file=sys.stderr)
+    return EXIT_FAILURE if failures else 0
+
+
+def _progress() -> Any:
+    from dlt.common.runtime.collector import LogCollector
+
+    return LogCollector(log_period=2.0, logger=sys.stderr, dump_system_stats=False)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -274,6 +274,8 @@ def _parse_error_body(response: httpx.Response) -> Tuple[str, Optional[str], Opt
         error = body if isinstance(body, dict) else {}
     message = error.get("message") or response.reason_phrase or "no message"
     code = error.get("code")
+    if str(code) == str(response.status_code):  # Azure repeats the status as the code
+        code = None
     error_type = error.get("type")
     one_line = " ".join(str(message).split()).rstrip(".")
     return one_line, (str(error_type) if error_type else None), (str(code) if code else None)

@@ -6,8 +6,10 @@ be decided the run stops with an error that says which setting to add.
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any, Callable, Dict, Mapping, Optional
+import re
+from typing import Any, Callable, Dict, List, Mapping, Optional
 from urllib.parse import urlsplit
 
 import dlt
@@ -77,6 +79,7 @@ def resolve_settings(
     section: str = SECTION,
     environ: Optional[Mapping[str, str]] = None,
     use_dlt_config: bool = True,
+    key_hint_env: bool = True,
 ) -> ClientSettings:
     """Merge the three sources of settings and validate them into `ClientSettings`."""
     env = os.environ if environ is None else environ
@@ -111,14 +114,15 @@ def resolve_settings(
             )
         base_url = _url(str(endpoint), "azure_endpoint", section)
         api_version = values.get("api_version") or env.get("OPENAI_API_VERSION") or settings.DEFAULT_AZURE_API_VERSION
-        key_hint = f"set AZURE_OPENAI_API_KEY or api_key in [{section}] of .dlt/secrets.toml"
+        key_hint = f"set {'AZURE_OPENAI_API_KEY or ' if key_hint_env else ''}api_key in [{section}] of .dlt/secrets.toml"
     else:
         api_key = values.get("api_key") or env.get("OPENAI_API_KEY")
         base_url = _url(str(values.get("base_url") or env.get("OPENAI_BASE_URL") or settings.DEFAULT_BASE_URL), "base_url", section)
         api_version = None
-        key_hint = f"set OPENAI_API_KEY or api_key in [{section}] of .dlt/secrets.toml"
+        key_hint = f"set {'OPENAI_API_KEY or ' if key_hint_env else ''}api_key in [{section}] of .dlt/secrets.toml"
     if not api_key or not str(api_key).strip():
-        raise ConfigurationError(f"no API key: {key_hint} (to try the loader without a key, run `openai-fine-tuning demo`)")
+        demo = " (to try the loader without a key, run `openai-fine-tuning demo`)" if key_hint_env else ""
+        raise ConfigurationError(f"no API key: {key_hint}{demo}")
 
     return ClientSettings(
         api_key=str(api_key).strip(),
@@ -135,3 +139,44 @@ def resolve_settings(
         connect_timeout=_number(values, "connect_timeout", float, 0.1, 600, settings.DEFAULT_CONNECT_TIMEOUT, section),
         read_timeout=_number(values, "read_timeout", float, 0.1, 3600, settings.DEFAULT_READ_TIMEOUT, section),
     )
+
+
+_PROJECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+
+def configured_projects() -> List[str]:
+    """Project names under [sources.openai_fine_tuning.projects.<name>] in config.toml, secrets.toml or
+    SOURCES__OPENAI_FINE_TUNING__PROJECTS (JSON). dlt returns the first provider's section only, so the
+    providers are asked one by one and the names are united."""
+    from dlt.common.configuration.container import Container
+    from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
+
+    names: Dict[str, None] = {}
+    for provider in Container()[PluggableRunContext].providers.providers:
+        value, _ = provider.get_value("projects", Any, None, *SECTION.split("."))
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigurationError(
+                    "SOURCES__OPENAI_FINE_TUNING__PROJECTS must be a JSON object of project sections, "
+                    'e.g. {"research": {"project": "proj_..."}}'
+                ) from None
+        if isinstance(value, Mapping):
+            names.update(dict.fromkeys(str(name) for name in value))
+    for name in names:
+        if not _PROJECT_NAME.match(name):
+            raise ConfigurationError(
+                f"project name {name!r} under [{SECTION}.projects] must be letters, digits, '_', '-' or '.'"
+            )
+    return list(names)
+
+
+def project_settings(name: str, explicit: Optional[Mapping[str, Any]] = None) -> ClientSettings:
+    """Settings of one named project: its own section over the shared [sources.openai_fine_tuning] one.
+    The key must come from the project's own section: a project-scoped key is never shared."""
+    section = f"{SECTION}.projects.{name}"
+    shared = read_dlt_settings(SECTION)
+    shared.pop("api_key", None)
+    values = {**shared, **read_dlt_settings(section), **{k: v for k, v in (explicit or {}).items() if v is not None}}
+    return resolve_settings(values, section=section, environ={}, use_dlt_config=False, key_hint_env=False)

@@ -7,15 +7,15 @@ import importlib.util
 import logging
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import dlt
 from dlt.common.pipeline import LoadInfo
 
 from . import settings
-from .client import FineTuningClient
+from .client import ClientSettings, FineTuningClient
 from .exceptions import PipelineLockedError
 from .views import create_views
 
@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RunSummary:
+    project: str
     destination: str
     dataset: str
     location: str
@@ -35,8 +36,9 @@ class RunSummary:
 
     def line(self) -> str:
         rows = ", ".join(f"{table} {count}" for table, count in sorted(self.rows.items())) or "no rows"
+        project = "" if self.project == settings.DEFAULT_PROJECT else f"project {self.project} "
         return (
-            f"Loaded into {self.destination} dataset {self.dataset} ({self.location}): {rows};"
+            f"Loaded {project}into {self.destination} dataset {self.dataset} ({self.location}): {rows};"
             f" {self.requests} requests ({self.retries} retried) in {self.seconds:.1f} s"
         )
 
@@ -120,10 +122,17 @@ def _table_format(pipeline: dlt.Pipeline) -> Optional[str]:
     return "delta" if pipeline.destination.destination_name == "filesystem" else None
 
 
-def run_source(pipeline: dlt.Pipeline, source: Any, *, clients: Sequence[FineTuningClient] = ()) -> RunSummary:
+def run_source(
+    pipeline: dlt.Pipeline,
+    source: Any,
+    *,
+    clients: Sequence[FineTuningClient] = (),
+    project: str = settings.DEFAULT_PROJECT,
+    lock: bool = True,
+) -> RunSummary:
     """Run the source through the pipeline under the lock, create the views, and summarise."""
     started = time.perf_counter()
-    with pipeline_lock(pipeline):
+    with pipeline_lock(pipeline) if lock else nullcontext():
         kwargs: Dict[str, Any] = {"loader_file_format": loader_file_format(pipeline)}
         table_format = _table_format(pipeline)
         if table_format:
@@ -133,6 +142,7 @@ def run_source(pipeline: dlt.Pipeline, source: Any, *, clients: Sequence[FineTun
         if pipeline.destination.destination_name != "filesystem":
             views = create_views(pipeline)
     summary = RunSummary(
+        project=project,
         destination=pipeline.destination.destination_name,
         dataset=pipeline.dataset_name,
         location=_location(pipeline, info),
@@ -156,3 +166,40 @@ def _location(pipeline: dlt.Pipeline, info: LoadInfo) -> str:
     if pipeline.destination.destination_name == "duckdb":
         return os.path.relpath(str(description).replace("duckdb:///", "")) if description else "duckdb"
     return str(description)
+
+
+@dataclass
+class ProjectFailure:
+    project: str
+    error: BaseException
+
+
+def load_projects(
+    pipeline: dlt.Pipeline,
+    projects: Sequence[Tuple[str, ClientSettings]],
+    *,
+    job_ids: Optional[Sequence[str]] = None,
+    resources: Optional[Sequence[str]] = None,
+) -> Tuple[List[RunSummary], List[ProjectFailure]]:
+    """Load each project in turn into the one dataset, each in its own dlt run: a failing project loses
+    nothing of the others (its own state does not move) and is reported at the end. With one project a
+    failure is raised as is."""
+    from . import openai_fine_tuning
+
+    summaries: List[RunSummary] = []
+    failures: List[ProjectFailure] = []
+    with pipeline_lock(pipeline):
+        for name, client_settings in projects:
+            try:
+                with FineTuningClient(client_settings) as client:
+                    source = openai_fine_tuning(
+                        client=client, job_ids=list(job_ids) if job_ids else None,
+                        resources=list(resources) if resources else None, project_name=name,
+                    )
+                    summaries.append(run_source(pipeline, source, clients=[client], project=name, lock=False))
+            except Exception as exc:  # reported per project; the others still load
+                if len(projects) == 1:
+                    raise
+                logger.warning("project %s failed; going on with the others", name)
+                failures.append(ProjectFailure(name, exc))
+    return summaries, failures
