@@ -1,8 +1,11 @@
-"""Load OpenAI fine-tuning jobs and checkpoints into the configured destination.
+"""Load OpenAI fine-tuning jobs and checkpoints (every configured project) into the configured destination.
 
-Copy or schedule this script (cron, `dlt deploy pipelines/openai_fine_tuning_pipeline.py github-action`,
-Airflow). Settings come from `.dlt/config.toml`, `.dlt/secrets.toml` and the environment
-(`OPENAI_API_KEY`, `SOURCES__OPENAI_FINE_TUNING__API_KEY`, `DESTINATION__...`).
+Schedule this script: cron, `dlt deploy pipelines/openai_fine_tuning_pipeline.py github-action --schedule
+"0 * * * *"`, or `dlt deploy ... airflow-composer`. Run it from the repository root (or set DLT_PROJECT_DIR
+to the folder that holds `.dlt/`). Settings: `.dlt/config.toml`, `.dlt/secrets.toml` and the environment
+(`SOURCES__OPENAI_FINE_TUNING__API_KEY` or `OPENAI_API_KEY`, `DESTINATION__POSTGRES__CREDENTIALS`, ...);
+`FINE_TUNING_DESTINATION` picks the destination (default duckdb). On a runner without a local pipeline
+folder, dlt restores the incremental state from the destination, so use a persistent one there.
 """
 
 from __future__ import annotations
@@ -13,20 +16,32 @@ import sys
 
 import dlt
 
-from openai_fine_tuning import openai_fine_tuning
-from openai_fine_tuning.runner import loader_file_format, make_destination
+from openai_fine_tuning.cli import report_failure
+from openai_fine_tuning.config import configured_projects, project_settings, resolve_settings
+from openai_fine_tuning.runner import load_projects, make_destination
 
 
-def load_fine_tuning() -> None:
+def load_fine_tuning() -> int:
     pipeline = dlt.pipeline(
         pipeline_name="openai_fine_tuning",
         destination=make_destination(os.environ.get("FINE_TUNING_DESTINATION") or "duckdb"),
         dataset_name="openai_fine_tuning",
     )
-    load_info = pipeline.run(openai_fine_tuning(), loader_file_format=loader_file_format(pipeline))
-    logging.getLogger(__name__).info("%s", load_info)
+    names = configured_projects()
+    projects = [(name, project_settings(name)) for name in names] or [("default", resolve_settings())]
+    summaries, failures = load_projects(pipeline, projects)
+    log = logging.getLogger("openai_fine_tuning")
+    for summary in summaries:
+        log.info("%s", summary.line())
+    for failure in failures:
+        log.error("project %s failed: %s", failure.project, failure.error)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    load_fine_tuning()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        code = load_fine_tuning()
+    except Exception as exc:  # one line on stderr, as the CLI does; VERBOSE=1 shows the traceback
+        code = report_failure(exc, verbose=os.environ.get("VERBOSE") == "1")
+    sys.exit(code)

@@ -227,12 +227,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the one place that turns any failure into one line and an exit code
-        if verbose:
-            traceback.print_exc()
-        own = find_source_error(exc)
-        hint = "" if own is not None or verbose else " (run with --verbose for the traceback)"
-        print(f"error: {_one_line(exc)}{hint}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(own, ConfigurationError) else EXIT_FAILURE
+        return report_failure(exc, verbose=verbose)
+
+
+def report_failure(exc: BaseException, *, verbose: bool = False) -> int:
+    """Print one line on stderr (the traceback too with `verbose`) and return the exit code."""
+    if verbose:
+        traceback.print_exc()
+    own = find_source_error(exc)
+    hint = "" if own is not None or verbose else " (run with --verbose for the traceback)"
+    print(f"error: {_one_line(exc)}{hint}", file=sys.stderr)
+    return EXIT_USAGE if isinstance(own, ConfigurationError) else EXIT_FAILURE
 
 
 if __name__ == "__main__":  # pragma: no cover
