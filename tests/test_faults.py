@@ -173,3 +173,42 @@ def test_odd_but_valid_objects_load_without_losing_anything(loader: Any, emulato
     # paused is not finished: read again
     loader.run()
     assert f"/v1/fine_tuning/jobs/{job['id']}/checkpoints" in [r.path for r in emulator.requests]
+
+
+def test_a_429_pauses_every_request_of_the_client_not_only_the_one_retried(emulator: Emulator) -> None:
+    from openai_fine_tuning.client import ClientSettings, FineTuningClient
+
+    emulator.script("/fine_tuning/jobs?", status=429, body={"error": {"message": "slow down", "code": "rate_limit_exceeded"}},
+                    headers={"retry-after-ms": "300"})
+    waits: list = []
+    settings = ClientSettings(api_key=emulator.api_key, base_url=emulator.base_url, backoff_initial=0)
+    with FineTuningClient(settings) as client:
+        client.sleep = waits.append  # record, do not wait
+        assert len(list(client.list_jobs())) == 1
+        assert waits[0] == 0.3  # tenacity's wait honours retry-after-ms
+        assert 0.2 < waits[1] <= 0.3  # the retry waited for the shared pause ...
+        client.get_job(emulator._sorted_jobs()[0]["id"])
+        assert len(waits) == 3 and 0.2 < waits[2] <= 0.3  # ... and so does any other request of the client
+    assert emulator.count() == 3
+
+
+def test_organization_and_project_headers_are_sent(loader: Any, emulator: Emulator) -> None:
+    loader.run(organization="org-123", project="proj_456")
+    assert {(r.headers.get("openai-organization"), r.headers.get("openai-project")) for r in emulator.requests} == {("org-123", "proj_456")}
+    assert all("authorization" not in r.headers for r in emulator.requests)
+
+
+def test_a_failed_load_does_not_move_the_state(loader: Any, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlt.load.load import Load
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the warehouse is down")
+
+    monkeypatch.setattr(Load, "load_single_package", broken)
+    with pytest.raises(Exception, match="the warehouse is down"):
+        loader.run()
+    monkeypatch.undo()
+    loader.run()
+    # nothing was loaded before, so everything is read again: the failed run moved no frontier
+    assert (emulator.count("jobs_list"), emulator.count("checkpoints")) == (1, 12)
+    assert_exact(loader, emulator)

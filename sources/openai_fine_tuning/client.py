@@ -88,6 +88,7 @@ class FineTuningClient:
         self._pause_until = 0.0
         self.request_count = 0
         self.retry_count = 0
+        self.sleep = time.sleep  # every wait (backoff and the shared 429 pause) goes through here
 
     # -- public API -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -130,6 +131,7 @@ class FineTuningClient:
             wait=self._wait,
             retry=tenacity.retry_if_exception(lambda exc: getattr(exc, "retryable", False)),
             before_sleep=self._before_sleep,
+            sleep=lambda seconds: self.sleep(seconds),
             reraise=True,
         )
         for attempt in retrying:
@@ -221,7 +223,7 @@ class FineTuningClient:
     def _wait_for_pause(self) -> None:
         delay = self._pause_until - time.monotonic()
         if delay > 0:
-            time.sleep(delay)
+            self.sleep(delay)
 
     # -- messages ---------------------------------------------------------------------------------
     def _display(self, path: str) -> str:

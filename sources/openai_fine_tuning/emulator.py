@@ -36,6 +36,7 @@ class RequestRecord:
     path: str
     params: Dict[str, str]
     endpoint: str  # jobs_list | job | checkpoints | events | other
+    headers: Dict[str, str] = field(default_factory=dict)  # without the credentials
 
 
 @dataclass
@@ -378,7 +379,8 @@ class Emulator:
                 endpoint, job_id = "job", segments[0]
             elif len(segments) == 2 and segments[1] in ("checkpoints", "events"):
                 endpoint, job_id = segments[1], segments[0]
-        record = RequestRecord(method, path, params, endpoint)
+        safe_headers = {k: v for k, v in headers.items() if k not in ("authorization", "api-key")}
+        record = RequestRecord(method, path, params, endpoint, safe_headers)
         if self.on_request is not None:
             self.on_request(record)
         with self._lock:

@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import dlt
 from dlt.common.pipeline import LoadInfo
+from dlt.pipeline.exceptions import PipelineStepFailed
 
 from . import settings
 from .client import ClientSettings, FineTuningClient
@@ -137,7 +138,12 @@ def run_source(
         table_format = _table_format(pipeline)
         if table_format:
             kwargs["table_format"] = table_format
-        info: LoadInfo = pipeline.run(source, **kwargs)
+        try:
+            info: LoadInfo = pipeline.run(source, **kwargs)
+        except PipelineStepFailed as exc:
+            if exc.step in ("normalize", "load"):
+                _forget_unloaded_state(pipeline)
+            raise
         views: List[str] = []
         if pipeline.destination.destination_name != "filesystem":
             views = create_views(pipeline)
@@ -159,6 +165,17 @@ def run_source(
     summary.retries = sum(c.retry_count for c in clients)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _forget_unloaded_state(pipeline: dlt.Pipeline) -> None:
+    """The extract step already saved the new state (a moved frontier, jobs marked done) locally. If its
+    package then fails to normalize or load, that state must not survive: drop the local pipeline folder,
+    so the next run restores the state of the last successful load from the destination and reads again."""
+    logger.warning(
+        "the load failed after extraction: dropping the local state of pipeline %s; the next run restores it"
+        " from the destination and reads again what this run read", pipeline.pipeline_name,
+    )
+    pipeline.drop()
 
 
 def _location(pipeline: dlt.Pipeline, info: LoadInfo) -> str:
