@@ -28,6 +28,9 @@ def test_the_example_queries_run(make_loader: Any) -> None:
     queries = re.findall(r"```sql\n(.*?)\n```", read("docs/queries.md"), re.S)
     assert len(queries) == 6
     with Emulator.synthetic(12, events_per_job=10) as emu:
+        overfitting = emu.add_job(status="succeeded", created_at=1)
+        for step, valid in ((100, 0.5), (200, 0.4), (300, 0.6)):
+            emu.add_checkpoint(overfitting["id"], step=step, metrics={"train_loss": 1 / step, "full_valid_loss": valid})
         loader = make_loader(emu)
         loader.run(resources=["jobs", "checkpoints", "events"])
         job_id = next(iter(emu.jobs))
@@ -37,8 +40,8 @@ def test_the_example_queries_run(make_loader: Any) -> None:
                 sql = query.replace("openai_fine_tuning.", f"{client.fully_qualified_dataset_name()}.").replace("ftjob-...", job_id)
                 results.append(client.execute_sql(sql))
     best, overfit, by_model, curve, running, failed = results
-    assert len(best) == 11
-    assert by_model[0][:3] == ("gpt-4o-mini-2024-07-18", 12, 7)
+    assert len(best) == 12
+    assert by_model[0][:3] == ("gpt-4o-mini-2024-07-18", 13, 8)
     assert len(curve) == 10 + 3
     assert len(running) == 3
     assert failed == [("invalid_training_file", "The training file is invalid.", 1)]
@@ -48,4 +51,5 @@ def test_the_example_queries_run(make_loader: Any) -> None:
         scored = [v for _, v in valid if v is not None]
         if scored and max(valid)[1] is not None and max(valid)[1] > min(scored):
             expected_overfit.append(job_id)
+    assert overfitting["id"] in expected_overfit
     assert [row[0] for row in overfit] == expected_overfit
