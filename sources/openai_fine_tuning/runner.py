@@ -138,6 +138,7 @@ def run_source(
         table_format = _table_format(pipeline)
         if table_format:
             kwargs["table_format"] = table_format
+        _finish_interrupted_load(pipeline)
         try:
             info: LoadInfo = pipeline.run(source, **kwargs)
         except PipelineStepFailed as exc:
@@ -165,6 +166,27 @@ def run_source(
     summary.retries = sum(c.retry_count for c in clients)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _finish_interrupted_load(pipeline: dlt.Pipeline) -> None:
+    """A run killed during normalize or load leaves its package pending; finish it first. If it cannot be
+    finished (a job of it had already reached the warehouse before the kill, and redoing it violates a
+    key), forget it: the state in the destination is that of the last completed load only, so the run
+    that follows restores it and reads again whatever the interrupted run had read."""
+    if not pipeline.has_pending_data:
+        return
+    try:
+        pipeline.normalize(loader_file_format=loader_file_format(pipeline))
+        pipeline.load()
+    except PipelineStepFailed as exc:
+        logger.warning(
+            "the load package left by an interrupted run cannot be finished (%s); dropping it", _first_line(exc.exception)
+        )
+        _forget_unloaded_state(pipeline)
+
+
+def _first_line(exc: BaseException) -> str:
+    return " ".join(str(exc).strip().split("\n")[0].split())[:300]
 
 
 def _forget_unloaded_state(pipeline: dlt.Pipeline) -> None:
