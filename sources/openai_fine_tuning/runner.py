@@ -176,7 +176,7 @@ def _finish_interrupted_load(pipeline: dlt.Pipeline) -> None:
     if not pipeline.has_pending_data:
         return
     try:
-        pipeline.normalize(loader_file_format=loader_file_format(pipeline))
+        pipeline.normalize()
         pipeline.load()
     except PipelineStepFailed as exc:
         logger.warning(
