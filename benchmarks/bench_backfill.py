@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_backfill.py [--jobs 1000] [--checkpoints 3] [--latency 0.05]
 
-Each scenario runs in its own process (so peak memory is its own): an empty run (the fixed cost of a dlt
+Each scenario runs in its own process (so peak memory is the loader's own; the emulator serves from a
+process of its own and does not compete for the GIL): an empty run (the fixed cost of a dlt
 run with one request), then for concurrency 1 and the default: a backfill of N jobs x K checkpoints into
 a fresh DuckDB file and a no-op run after it. Prints a Markdown table; `--json` writes the figures.
 """
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,40 +26,72 @@ from typing import Any, Dict, List
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def serve(conn: Any, args: argparse.Namespace) -> None:
+    """The emulator in its own process, so that serving does not compete with the loader for the GIL.
+    It answers commands from the pipe: "count", "open", "reset", "stop"."""
+    from openai_fine_tuning.emulator import Emulator
+
+    jobs = 0 if args.scenario == "empty" else args.jobs
+    # as in a real account, the jobs still running are the newest ones: the no-op run re-reads those
+    emu = Emulator.synthetic(jobs, checkpoints_per_job=args.checkpoints, open_jobs=args.open_jobs,
+                             events_per_job=args.events) if jobs else Emulator()
+    with emu:
+        emu.latency = args.latency
+        conn.send((emu.base_url, emu.api_key))
+        while True:
+            command = conn.recv()
+            if command == "count":
+                conn.send(emu.count())
+            elif command == "open":
+                conn.send(sum(1 for j in emu.jobs.values() if j["status"] not in ("succeeded", "failed", "cancelled")))
+            elif command == "reset":
+                emu.reset_counts()
+                conn.send(None)
+            else:
+                conn.send(None)
+                return
+
+
 def scenario(args: argparse.Namespace) -> Dict[str, Any]:
-    """Runs in the child: one emulator, one pipeline, one or two runs."""
+    """Runs in the child: one emulator process, one pipeline, one or two runs."""
     import dlt
 
     from openai_fine_tuning import openai_fine_tuning
     from openai_fine_tuning.client import ClientSettings, FineTuningClient
-    from openai_fine_tuning.emulator import Emulator
     from openai_fine_tuning.runner import make_pipeline, run_source
 
     work = tempfile.mkdtemp(prefix="ft-bench-")
-    jobs = 0 if args.scenario == "empty" else args.jobs
-    # as in a real account, the jobs still running are the newest ones: the no-op run re-reads those
-    emu = Emulator.synthetic(jobs, checkpoints_per_job=args.checkpoints, open_jobs=args.open_jobs) if jobs else Emulator()
-    with emu:
-        emu.latency = args.latency
-        settings = ClientSettings(api_key=emu.api_key, base_url=emu.base_url, concurrency=args.concurrency)
-        pipeline = make_pipeline(
-            pipeline_name="bench", destination=dlt.destinations.duckdb(os.path.join(work, "bench.duckdb")),
-            pipelines_dir=os.path.join(work, "pipelines"),
-        )
-        results: Dict[str, Any] = {}
-        for run in ("backfill", "noop") if jobs else ("empty",):
-            emu.reset_counts()
-            started = time.perf_counter()
-            with FineTuningClient(settings) as client:
-                summary = run_source(pipeline, openai_fine_tuning(client=client), clients=[client])
-            seconds = time.perf_counter() - started
-            rows = sum(summary.rows.values())
-            open_jobs = sum(1 for j in emu.jobs.values() if j["status"] not in ("succeeded", "failed", "cancelled"))
-            results[run] = {
-                "seconds": round(seconds, 3), "requests": emu.count(), "rows": rows,
-                "rows_per_second": round(rows / seconds, 1) if seconds else 0.0, "open_jobs": open_jobs,
-            }
+    parent, child = multiprocessing.Pipe()
+    server = multiprocessing.Process(target=serve, args=(child, args), daemon=True)
+    server.start()
+    base_url, api_key = parent.recv()
+
+    def ask(command: str) -> Any:
+        parent.send(command)
+        return parent.recv()
+
+    resources = ["jobs", "checkpoints", "events"] if args.events else None
+    settings = ClientSettings(api_key=api_key, base_url=base_url, concurrency=args.concurrency)
+    pipeline = make_pipeline(
+        pipeline_name="bench", destination=dlt.destinations.duckdb(os.path.join(work, "bench.duckdb")),
+        pipelines_dir=os.path.join(work, "pipelines"),
+    )
+    results: Dict[str, Any] = {}
+    for run in ("backfill", "noop") if args.scenario != "empty" else ("empty",):
+        ask("reset")
+        started = time.perf_counter()
+        with FineTuningClient(settings) as client:
+            summary = run_source(pipeline, openai_fine_tuning(client=client, resources=resources), clients=[client])
+        seconds = time.perf_counter() - started
+        rows = sum(summary.rows.values())
+        results[run] = {
+            "seconds": round(seconds, 3), "requests": ask("count"), "rows": rows,
+            "rows_per_second": round(rows / seconds, 1) if seconds else 0.0, "open_jobs": ask("open"),
+        }
+    ask("stop")
+    server.join()
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    shutil.rmtree(work, ignore_errors=True)
     return results
 
 
@@ -72,6 +107,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--open-jobs", type=int, default=10, help="jobs still running (the newest)")
+    parser.add_argument("--events", type=int, default=0, help="metric events per job (loads the events table too)")
     parser.add_argument("--scenario", default="backfill")
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--json", help="write the figures here")
@@ -80,7 +116,7 @@ def main() -> None:
         print(json.dumps(scenario(args)))
         return
     common = ["--jobs", str(args.jobs), "--checkpoints", str(args.checkpoints), "--latency", str(args.latency),
-              "--open-jobs", str(args.open_jobs)]
+              "--open-jobs", str(args.open_jobs), "--events", str(args.events)]
     empty = run_child(common + ["--scenario", "empty"])
     fixed = max(empty["empty"]["seconds"] - args.latency, 0.0)
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
@@ -99,7 +135,8 @@ def main() -> None:
     sequential = results["concurrency_1"]["backfill"]["seconds"]
     default = results[f"concurrency_{args.concurrency}"]["backfill"]["seconds"]
     results["speedup"] = round(sequential / default, 2)
-    print(f"{args.jobs} jobs x {args.checkpoints} checkpoints, {args.latency * 1000:.0f} ms a request;"
+    events = f" + {args.events} events" if args.events else ""
+    print(f"{args.jobs} jobs x {args.checkpoints} checkpoints{events}, {args.latency * 1000:.0f} ms a request;"
           f" fixed cost of an empty dlt run {fixed:.2f} s; {results['machine']}; {results['date']}")
     print()
     print("| concurrency | backfill | requests | rows/s | floor (ratio) | no-op run | no-op requests | peak RSS |")

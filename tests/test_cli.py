@@ -6,7 +6,7 @@ import os
 import socket
 import subprocess
 import sys
-from typing import Any, List, Tuple
+from typing import Any, Tuple
 
 import duckdb
 import pytest

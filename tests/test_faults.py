@@ -212,3 +212,31 @@ def test_a_failed_load_does_not_move_the_state(loader: Any, emulator: Emulator, 
     # nothing was loaded before, so everything is read again: the failed run moved no frontier
     assert (emulator.count("jobs_list"), emulator.count("checkpoints")) == (1, 12)
     assert_exact(loader, emulator)
+
+
+def test_a_connect_timeout_on_the_first_request_fails_fast_but_is_retried_later() -> None:
+    import httpx
+
+    from openai_fine_tuning.client import ClientSettings, FineTuningClient
+    from openai_fine_tuning.exceptions import APIConnectionError
+
+    calls: list = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if len(calls) in (1, 3):
+            raise httpx.ConnectTimeout("timed out", request=request)
+        return httpx.Response(200, json={"object": "list", "data": [], "has_more": False})
+
+    settings = ClientSettings(api_key="sk-test-1234567", base_url="http://api.invalid/v1", backoff_initial=0)
+    with FineTuningClient(settings, transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(APIConnectionError) as raised:
+            client.get("/fine_tuning/jobs")
+        assert str(raised.value) == (
+            "GET http://api.invalid/v1/fine_tuning/jobs could not connect (timed out): timed out."
+            " Check base_url (OPENAI_BASE_URL / AZURE_OPENAI_ENDPOINT) and the network."
+        )
+        assert len(calls) == 1
+        assert client.get("/fine_tuning/jobs")["data"] == []  # reached once: later connect timeouts are retried
+        assert client.get("/fine_tuning/jobs")["data"] == []
+        assert len(calls) == 4 and client.retry_count == 1

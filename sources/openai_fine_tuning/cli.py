@@ -14,7 +14,7 @@ from typing import Any, Callable, List, Optional, Sequence
 from . import settings
 from .client import FineTuningClient
 from .config import resolve_settings
-from .exceptions import ConfigurationError, FineTuningSourceError, find_source_error
+from .exceptions import ConfigurationError, find_source_error
 from .redaction import redact_text
 
 logger = logging.getLogger("openai_fine_tuning")
@@ -169,7 +169,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print()
         print(_best_checkpoint_table(pipeline))
         print()
-        print(f"Query it: duckdb {settings.DEMO_DUCKDB_FILE} \"SELECT * FROM {pipeline.dataset_name}.job_summary\"")
+        print(
+            f"Tables jobs, checkpoints, events and views best_checkpoints, job_summary, training_curve are in"
+            f" {settings.DEMO_DUCKDB_FILE}, schema {pipeline.dataset_name}."
+        )
     finally:
         shutil.rmtree(pipelines_dir, ignore_errors=True)
     return 0

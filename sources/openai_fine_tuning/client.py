@@ -146,6 +146,9 @@ class FineTuningClient:
             self.request_count += 1
         try:
             response = self._http.get(path, params=dict(params or {}))
+        except httpx.ConnectTimeout as exc:
+            first = not self._reached
+            raise APIConnectionError(self._connection_message(path, exc, "could not connect (timed out)"), first_request=first) from None
         except httpx.TimeoutException as exc:
             raise APIConnectionError(self._connection_message(path, exc, "timed out"), first_request=False) from None
         except httpx.ConnectError as exc:
