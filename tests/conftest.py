@@ -124,11 +124,13 @@ class Loader:
         return {name: data_type.lower() for name, data_type in rows}
 
     def drop(self) -> None:
-        try:
-            with self.pipeline().sql_client() as client:
-                client.drop_dataset()
-        except Exception:  # nothing was created
-            pass
+        """Drop the test's dataset and dlt's staging dataset beside it (merge loads go through it)."""
+        if self.destination.destination_name != "postgres":
+            return
+        import psycopg2
+
+        with psycopg2.connect(POSTGRES_URL) as connection, connection.cursor() as cursor:
+            cursor.execute(f"DROP SCHEMA IF EXISTS {self.dataset} CASCADE; DROP SCHEMA IF EXISTS {self.dataset}_staging CASCADE")
 
 
 @pytest.fixture

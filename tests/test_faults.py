@@ -71,6 +71,8 @@ def test_transient_faults_are_retried_and_the_load_is_exact(make_loader: Any, fa
                      NotFoundError, "failed with HTTP 404: Not found.", id="404"),
         pytest.param(429, {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}},
                      QuotaExceededError, "failed with HTTP 429 (insufficient_quota): You exceeded your current quota. Waiting does not help", id="429-quota"),
+        pytest.param(429, {"error": {"message": "Rate limit reached for gpt-4o in organization org-1 on requests per day (RPD): Limit 200, Used 200", "type": "requests", "param": None, "code": "rate_limit_exceeded"}},
+                     QuotaExceededError, "failed with HTTP 429 (rate_limit_exceeded): Rate limit reached for gpt-4o in organization org-1 on requests per day (RPD): Limit 200, Used 200. Waiting does not help", id="429-daily-limit"),
     ],
 )
 def test_permanent_errors_are_not_retried(

@@ -4,25 +4,41 @@ from __future__ import annotations
 
 import builtins
 import os
-from typing import Any
+import uuid
+from typing import Any, List
 
 import pytest
 
 from openai_fine_tuning.cli import main
 from openai_fine_tuning.emulator import Emulator
 
+from .conftest import POSTGRES_URL
 
-def load(monkeypatch: pytest.MonkeyPatch, emu: Emulator) -> None:
+
+def load(monkeypatch: pytest.MonkeyPatch, emu: Emulator, target: List[str]) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", emu.api_key)
     monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url)
-    assert main(["load", "--resources", "jobs,checkpoints,events"]) == 0
+    assert main(["load", "--resources", "jobs,checkpoints,events", *target]) == 0
 
 
-def test_report_writes_html_and_one_png_per_job(capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_writes_html_and_one_png_per_job(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, destination: Any, tmp_path: Any
+) -> None:
+    target: List[str] = []
+    if destination.destination_name == "postgres":
+        monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", POSTGRES_URL)
+        target = ["--destination", "postgres", "--dataset", f"report_{uuid.uuid4().hex[:8]}"]
     with Emulator.synthetic(12, events_per_job=20) as emu:
-        load(monkeypatch, emu)
+        load(monkeypatch, emu, target)
     capsys.readouterr()
-    assert main(["report", "--output", "out"]) == 0
+    try:
+        assert main(["report", "--output", "out", *target]) == 0
+    finally:
+        if target:
+            import psycopg2
+
+            with psycopg2.connect(POSTGRES_URL) as connection, connection.cursor() as cursor:
+                cursor.execute(f"DROP SCHEMA IF EXISTS {target[-1]} CASCADE; DROP SCHEMA IF EXISTS {target[-1]}_staging CASCADE")
     assert capsys.readouterr().out == "Wrote out/index.html (11 jobs charted)\n"  # the queued job has no checkpoints
     pngs = sorted(name for name in os.listdir("out") if name.endswith(".png"))
     with_checkpoints = sorted(f"{job_id}.png" for job_id, cs in emu.checkpoints.items() if cs)

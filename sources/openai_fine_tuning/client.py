@@ -177,7 +177,8 @@ class FineTuningClient:
             retryable = should_retry == "true"
         cls = APIStatusError
         hint = ""
-        if status == 429 and (error_code in QUOTA_CODES or error_type in QUOTA_CODES):
+        daily = "per day" in message.lower() or "daily" in message.lower()
+        if status == 429 and (error_code in QUOTA_CODES or error_type in QUOTA_CODES or daily):
             cls, retryable = QuotaExceededError, False
             hint = " Waiting does not help: add credit or raise the limit, then run again."
         elif status in (401, 403):
