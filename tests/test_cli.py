@@ -6,7 +6,7 @@ import os
 import socket
 import subprocess
 import sys
-from typing import Any, Tuple
+from typing import Any, List, Tuple
 
 import duckdb
 import pytest
@@ -186,3 +186,42 @@ def test_the_console_script_is_installed_and_reports_usage_errors() -> None:
         capture_output=True, text=True, env={k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")},
     )
     assert (result.returncode, result.stdout, result.stderr) == (2, "", NO_KEY)
+
+
+def test_a_duckdb_file_held_by_another_program_is_one_clear_line(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator
+) -> None:
+    use_emulator(monkeypatch, emulator)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect('fine_tuning.duckdb'); print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        code, out, err = run_cli(capsys, "load")
+    finally:
+        holder.communicate("")
+    assert (code, out) == (1, "")
+    assert err.startswith("error: the dlt sync step failed: IOException: IO Error: Could not set lock on file")
+    assert err.endswith(
+        " - another program (a BI tool, a notebook) has the DuckDB file open: close it and run again"
+        " (run with --verbose for the traceback)\n"
+    )
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        pytest.param(["load", "--nope"], "error: unrecognized arguments: --nope (see openai-fine-tuning --help)\n", id="unknown-flag"),
+        pytest.param(["sync"], "error: argument {load,demo,report}: invalid choice: 'sync' (choose from ", id="unknown-command"),
+        pytest.param(["demo", "--jobs", "x"], "error: argument --jobs: invalid int value: 'x' (see openai-fine-tuning demo --help)\n", id="bad-number"),
+    ],
+)
+def test_usage_errors_are_one_line(capsys: Any, argv: List[str], expected: str) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    assert raised.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(expected) and err.endswith("--help)\n") and err.count("\n") == 1

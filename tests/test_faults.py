@@ -40,7 +40,7 @@ def source_error(excinfo: Any) -> Any:
         pytest.param(Faults(bad_gateway_html=0.3, seed=3), id="502-html"),
         pytest.param(Faults(reset=0.3, seed=4), id="connection-reset"),
         pytest.param(Faults(truncated=0.3, seed=5), id="truncated-json"),
-        pytest.param(Faults(slow=0.3, slow_seconds=0.3, seed=6), id="read-timeout"),
+        pytest.param(Faults(slow=0.3, slow_seconds=2.0, seed=6), id="read-timeout"),
         pytest.param(Faults(rate_limit=0.1, server_error=0.1, bad_gateway_html=0.1, reset=0.1, truncated=0.1, seed=7), id="mixed"),
     ],
 )
@@ -49,7 +49,7 @@ def test_transient_faults_are_retried_and_the_load_is_exact(make_loader: Any, fa
         loader = make_loader(emu)
         emu.faults = faults
         emu._rng.seed(faults.seed)
-        summary = loader.run(max_attempts=10, read_timeout=0.2)
+        summary = loader.run(max_attempts=10, read_timeout=1.0)
         faults_seen = len(emu.fault_log)
         assert faults_seen > 0
         assert summary.retries == faults_seen

@@ -9,7 +9,7 @@ import shutil
 import sys
 import tempfile
 import traceback
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, NoReturn, Optional, Sequence
 
 from . import settings
 from .client import FineTuningClient
@@ -50,13 +50,20 @@ def _setup_logging(verbose: bool) -> None:
     dlt_logger.propagate = True
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, like every other error of this command."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="openai-fine-tuning",
         description="Load OpenAI fine-tuning jobs, checkpoints and events into SQL with dlt.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="log progress and show tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{load,demo,report}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{load,demo,report}", parser_class=_Parser)
 
     load = commands.add_parser("load", help="load the account's fine-tuning data (for cron)")
     _add_common(load)
@@ -202,9 +209,33 @@ def _one_line(exc: BaseException) -> str:
     if own is not None:
         message = str(own)
     else:
-        message = _dlt_config_message(exc) or f"{type(exc).__name__}: {exc}"
+        message = _dlt_config_message(exc) or _root_cause(exc)
     first = " ".join(message.strip().split("\n")[0].split())
     return redact_text(first, _SECRETS)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """dlt wraps failures in PipelineStepFailed and friends: name the step and the innermost error."""
+    from dlt.pipeline.exceptions import PipelineStepFailed
+
+    step: Optional[str] = None
+    current = exc
+    seen = set()
+    while id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, PipelineStepFailed):
+            step = current.step
+            current = current.exception
+            continue
+        following = current.__cause__ or current.__context__
+        if following is None:
+            break
+        current = following
+    lines = [line.strip() for line in str(current).splitlines() if line.strip()]
+    text = f"{type(current).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    if "Could not set lock on file" in text:
+        text += " - another program (a BI tool, a notebook) has the DuckDB file open: close it and run again"
+    return f"the dlt {step} step failed: {text}" if step else text
 
 
 def _dlt_config_message(exc: BaseException) -> Optional[str]:
