@@ -24,9 +24,10 @@ import logging
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import dlt
+import pyarrow as pa
 from dlt.sources import DltResource
 
 from . import settings
@@ -44,11 +45,14 @@ ARROW_BATCH_ROWS = 5000
 
 @dataclass
 class _Fetched:
+    """One job's list, read in a worker thread and already turned into compact Arrow tables."""
+
     job: Dict[str, Any]
-    items: List[Dict[str, Any]] = field(default_factory=list)
+    tables: List[pa.Table] = field(default_factory=list)
+    rows: int = 0
     complete: bool = False
     missing: Optional[NotFoundError] = None
-    newest_id: Optional[str] = None
+    newest_id: Optional[str] = None  # the first item served (lists are newest first)
 
 
 def _project_state(project_name: str, resource: str) -> Dict[str, Any]:
@@ -56,21 +60,19 @@ def _project_state(project_name: str, resource: str) -> Dict[str, Any]:
     return projects.setdefault(project_name, {}).setdefault(resource, {})
 
 
-def _concurrently(
-    jobs: Iterator[Dict[str, Any]], work: Callable[[Dict[str, Any]], _Fetched], workers: int
-) -> Iterator[_Fetched]:
-    """Run `work` for each job over a bounded pool; at most 2 x workers jobs are in flight, so memory stays
+def _concurrently(tasks: Iterator[Tuple[Any, ...]], work: Callable[..., _Fetched], workers: int) -> Iterator[_Fetched]:
+    """Run `work(*task)` over a bounded pool; at most 2 x workers tasks are in flight, so memory stays
     bounded however many jobs there are. Results come back as they finish."""
     if workers <= 1:
-        for job in jobs:
-            yield work(job)
+        for task in tasks:
+            yield work(*task)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fine-tuning") as pool:
         in_flight: Deque[Future] = deque()
         try:
-            for job in jobs:
-                in_flight.append(pool.submit(work, job))
-                if len(in_flight) >= 2 * workers:
+            for task in tasks:
+                in_flight.append(pool.submit(work, *task))
+                while len(in_flight) >= 2 * workers or (in_flight and in_flight[0].done()):
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in done:
                         in_flight.remove(future)
@@ -85,16 +87,25 @@ def _concurrently(
                 future.cancel()
 
 
-def _read_list(job: Dict[str, Any], paginator: Any) -> _Fetched:
+def _read_list(job: Dict[str, Any], paginator: Any, to_table: Callable[[List[Dict[str, Any]]], pa.Table]) -> _Fetched:
+    """Page one job's list to the end (or to the known id), turning each page into Arrow at once."""
     fetched = _Fetched(job=job)
     try:
         for page in paginator:
-            fetched.items.extend(page)
+            if fetched.newest_id is None:
+                fetched.newest_id = page[0]["id"]
+            fetched.tables.append(to_table(page))
+            fetched.rows += len(page)
     except NotFoundError as exc:
         fetched.missing = exc
         return fetched
     fetched.complete = paginator.complete
     return fetched
+
+
+def _concat(tables: List[pa.Table]) -> pa.Table:
+    # pages differ only by extra columns (a new metric, a variant): those are filled with nulls
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
 
 
 def _child_resource(
@@ -106,14 +117,27 @@ def _child_resource(
     states: Callable[[], Sequence[Dict[str, Any]]],
     columns: settings.TColumns,
     nested: str,
-    read: Callable[[Dict[str, Any], Dict[str, Any]], _Fetched],
+    list_pages: Callable[[str, Optional[str]], Any],
+    stop_at_known: bool,
 ) -> Iterator[Any]:
     """Shared body of `checkpoints` and `events`: plan, fetch concurrently, flatten, yield Arrow batches."""
     catalog.configure(states())
     plan = ResourcePlan(catalog, _project_state(project_name, name), name)
-    batch: List[Dict[str, Any]] = []
-    work = lambda job: read(job, plan.open.get(job["id"], {}))  # noqa: E731
-    for fetched in _concurrently(plan.jobs(), work, client.config.concurrency):
+
+    def read(job: Dict[str, Any], known_newest: Optional[str]) -> _Fetched:
+        def to_table(page: List[Dict[str, Any]]) -> pa.Table:
+            extra = {"fine_tuning_job_id": job["id"]}
+            return to_arrow([flatten(item, columns, nested=nested, project=project_name, extra=extra) for item in page], columns)
+
+        fetched = _read_list(job, list_pages(job["id"], known_newest), to_table)
+        fetched.newest_id = fetched.newest_id or known_newest
+        return fetched
+
+    # the open entry is read here, in this thread: workers never touch the state
+    tasks = ((job, plan.open.get(job["id"], {}).get("newest_id") if stop_at_known else None) for job in plan.jobs())
+    batch: List[pa.Table] = []
+    batch_rows = 0
+    for fetched in _concurrently(tasks, read, client.config.concurrency):
         job_id = fetched.job["id"]
         if fetched.missing is not None:
             if catalog.filtered:
@@ -125,20 +149,20 @@ def _child_resource(
                 )
             plan.missing(job_id, f"{name} answered HTTP 404")
             continue
-        for item in fetched.items:
-            batch.append(flatten(item, columns, nested=nested, project=project_name, extra={"fine_tuning_job_id": job_id}))
+        batch.extend(fetched.tables)
+        batch_rows += fetched.rows
         finished = str(fetched.job.get("status")) in settings.TERMINAL_STATUSES
         if fetched.complete and finished:
             plan.done(job_id)
-        elif fetched.complete and fetched.newest_id:
+        elif fetched.complete and stop_at_known and fetched.newest_id:
             plan.pending(job_id, newest_id=fetched.newest_id)
         else:
             plan.pending(job_id)
-        if len(batch) >= ARROW_BATCH_ROWS:
-            yield to_arrow(batch, columns)
-            batch = []
+        if batch_rows >= ARROW_BATCH_ROWS:
+            yield _concat(batch)
+            batch, batch_rows = [], 0
     if batch:
-        yield to_arrow(batch, columns)
+        yield _concat(batch)
 
 
 @dlt.source(name="openai_fine_tuning", max_table_nesting=0)
@@ -200,26 +224,20 @@ def openai_fine_tuning(
                 plan.pending(job["id"])
             yield flatten_job(job, project=project_name)
 
-    def read_checkpoints(job: Dict[str, Any], _open: Dict[str, Any]) -> _Fetched:
-        return _read_list(job, client.list_checkpoints(job["id"]))
-
-    def read_events(job: Dict[str, Any], open_entry: Dict[str, Any]) -> _Fetched:
-        fetched = _read_list(job, client.list_events(job["id"], stop_at_id=open_entry.get("newest_id")))
-        fetched.newest_id = fetched.items[0]["id"] if fetched.items else open_entry.get("newest_id")
-        return fetched
-
     @dlt.resource(name="checkpoints", write_disposition="merge", primary_key="id", columns=settings.CHECKPOINT_COLUMNS)
     def checkpoints() -> Iterator[Any]:
         yield from _child_resource(
             "checkpoints", catalog=catalog, client=client, project_name=project_name, states=states,
-            columns=settings.CHECKPOINT_COLUMNS, nested="metrics", read=read_checkpoints,
+            columns=settings.CHECKPOINT_COLUMNS, nested="metrics",
+            list_pages=lambda job_id, _known: client.list_checkpoints(job_id), stop_at_known=False,
         )
 
     @dlt.resource(name="events", write_disposition="merge", primary_key="id", columns=settings.EVENT_COLUMNS)
     def events() -> Iterator[Any]:
         yield from _child_resource(
             "events", catalog=catalog, client=client, project_name=project_name, states=states,
-            columns=settings.EVENT_COLUMNS, nested="data", read=read_events,
+            columns=settings.EVENT_COLUMNS, nested="data",
+            list_pages=lambda job_id, known: client.list_events(job_id, stop_at_id=known), stop_at_known=True,
         )
 
     available = {"jobs": jobs, "checkpoints": checkpoints, "events": events}
