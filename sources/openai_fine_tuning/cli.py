@@ -34,13 +34,10 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-_SECRETS: List[str] = []
-
-
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, secrets: List[str]) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if not verbose else "%(asctime)s %(name)s %(levelname)s: %(message)s"))
-    handler.addFilter(_RedactingFilter(lambda: _SECRETS))
+    handler.addFilter(_RedactingFilter(lambda: secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
@@ -119,7 +116,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         projects = [(name, project_settings(name, overrides)) for name in names]
     else:
         projects = [(settings.DEFAULT_PROJECT, resolve_settings(overrides))]
-    _SECRETS.extend(client_settings.api_key for _, client_settings in projects)
+    args.secrets.extend(client_settings.api_key for _, client_settings in projects)
     pipeline = make_pipeline(
         pipeline_name=args.pipeline_name,
         destination=args.destination,
@@ -130,7 +127,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     for summary in summaries:
         print(summary.line())
     for failure in failures:
-        print(f"error: project {failure.project}: {_one_line(failure.error)}", file=sys.stderr)
+        print(f"error: project {failure.project}: {_one_line(failure.error, args.secrets)}", file=sys.stderr)
     return EXIT_FAILURE if failures else 0
 
 
@@ -204,14 +201,14 @@ def _best_checkpoint_table(pipeline: Any) -> str:
     return "Best checkpoint per job (lowest full_valid_loss, else valid_loss, else train_loss):\n" + "\n".join(lines)
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException, secrets: Sequence[str] = ()) -> str:
     own = find_source_error(exc)
     if own is not None:
         message = str(own)
     else:
         message = _dlt_config_message(exc) or _root_cause(exc)
     first = " ".join(message.strip().split("\n")[0].split())
-    return redact_text(first, _SECRETS)
+    return redact_text(first, secrets)
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -253,7 +250,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     verbose = bool(getattr(args, "verbose", False))
-    _setup_logging(verbose)
+    args.secrets = []  # keys of this invocation: redacted from every log line and error message
+    _setup_logging(verbose, args.secrets)
     handlers = {"load": cmd_load, "demo": cmd_demo, "report": cmd_report}
     try:
         return handlers[args.command](args)
@@ -261,16 +259,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the one place that turns any failure into one line and an exit code
-        return report_failure(exc, verbose=verbose)
+        return report_failure(exc, verbose=verbose, secrets=args.secrets)
 
 
-def report_failure(exc: BaseException, *, verbose: bool = False) -> int:
+def report_failure(exc: BaseException, *, verbose: bool = False, secrets: Sequence[str] = ()) -> int:
     """Print one line on stderr (the traceback too with `verbose`) and return the exit code."""
     if verbose:
         traceback.print_exc()
     own = find_source_error(exc)
     hint = "" if own is not None or verbose else " (run with --verbose for the traceback)"
-    print(f"error: {_one_line(exc)}{hint}", file=sys.stderr)
+    print(f"error: {_one_line(exc, secrets)}{hint}", file=sys.stderr)
     return EXIT_USAGE if isinstance(own, ConfigurationError) else EXIT_FAILURE
 
 
