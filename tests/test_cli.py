@@ -225,3 +225,20 @@ def test_usage_errors_are_one_line(capsys: Any, argv: List[str], expected: str) 
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith(expected) and err.endswith("--help)\n") and err.count("\n") == 1
+
+
+def test_the_emulator_runs_on_its_own_and_prints_how_to_use_it() -> None:
+    import signal
+
+    import httpx
+
+    server = subprocess.Popen([sys.executable, "-m", "openai_fine_tuning.emulator", "--jobs", "3"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline().split()
+        assert line[0] == "export" and line[1].startswith("OPENAI_BASE_URL=http://127.0.0.1:")
+        base_url, key = line[1].split("=", 1)[1], line[2].split("=", 1)[1]
+        response = httpx.get(f"{base_url}/fine_tuning/jobs", headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 200 and len(response.json()["data"]) == 3
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=10) == 0

@@ -18,6 +18,7 @@ import json
 import random
 import socket
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -529,13 +530,31 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-def serve_forever(emulator: Emulator, on_ready: Optional[Callable[[Emulator], None]] = None) -> None:
-    """Run until interrupted (used by `python -m openai_fine_tuning.emulator`)."""
+def main(argv: Optional[List[str]] = None) -> None:
+    """`python -m openai_fine_tuning.emulator`: serve synthetic data until Ctrl-C, e.g. to point
+    `openai-fine-tuning load` (OPENAI_BASE_URL, OPENAI_API_KEY) or your own code at it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m openai_fine_tuning.emulator", description=main.__doc__)
+    parser.add_argument("--jobs", type=int, default=12)
+    parser.add_argument("--checkpoints", type=int, default=3, help="checkpoints per job")
+    parser.add_argument("--events", type=int, default=20, help="metric events per job")
+    parser.add_argument("--flavour", choices=["openai", "azure"], default="openai")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    parser.add_argument("--api-key", default=DEFAULT_API_KEY)
+    args = parser.parse_args(argv)
+    emulator = Emulator.synthetic(args.jobs, checkpoints_per_job=args.checkpoints, events_per_job=args.events,
+                                  flavour=args.flavour, api_key=args.api_key, latency=args.latency)
     with emulator:
-        if on_ready:
-            on_ready(emulator)
+        variable = "AZURE_OPENAI_ENDPOINT" if args.flavour == "azure" else "OPENAI_BASE_URL"
+        key_variable = "AZURE_OPENAI_API_KEY" if args.flavour == "azure" else "OPENAI_API_KEY"
+        sys.stdout.write(f"export {variable}={emulator.base_url} {key_variable}={emulator.api_key}\n")
+        sys.stdout.flush()
         try:
-            while True:
-                time.sleep(3600)
+            threading.Event().wait()
         except KeyboardInterrupt:
             pass
+
+
+if __name__ == "__main__":
+    main()
