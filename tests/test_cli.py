@@ -242,3 +242,22 @@ def test_the_emulator_runs_on_its_own_and_prints_how_to_use_it() -> None:
     finally:
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        pytest.param(["load", "--destination", "postgress"],
+                     "error: unknown destination 'postgress': use a dlt destination name such as duckdb, postgres, bigquery,"
+                     " snowflake, motherduck, databricks, clickhouse or filesystem (and install its extra)\n", id="unknown-destination"),
+        pytest.param(["load", "--destination", "postgres"],
+                     "error: no credentials for the postgres destination: set DESTINATION__POSTGRES__CREDENTIALS or"
+                     " [destination.postgres.credentials] in .dlt/secrets.toml\n",
+                     id="destination-without-credentials"),
+    ],
+)
+def test_destination_mistakes_are_one_line(capsys: Any, monkeypatch: pytest.MonkeyPatch, argv: List[str], expected: str) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-abcdefgh")
+    code, out, err = run_cli(capsys, *argv)
+    assert (out, err) == ("", expected)
+    assert code == 2

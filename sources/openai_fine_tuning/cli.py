@@ -41,10 +41,12 @@ def _setup_logging(verbose: bool, secrets: List[str]) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
-    # dlt's own logger has its own handler; route it through ours so that redaction applies.
-    dlt_logger = logging.getLogger("dlt")
-    dlt_logger.handlers[:] = []
-    dlt_logger.propagate = True
+    # dlt's logger does not propagate and reuses the first handler it finds: give it one with the same
+    # redaction, and dlt's format setting a plain default.
+    dlt_handler = logging.StreamHandler(sys.stderr)
+    dlt_handler.addFilter(_RedactingFilter(lambda: secrets))
+    logging.getLogger("dlt").handlers[:] = [dlt_handler]
+    os.environ.setdefault("RUNTIME__LOG_FORMAT", "{levelname}: {message}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -236,12 +238,21 @@ def _root_cause(exc: BaseException) -> str:
 
 
 def _dlt_config_message(exc: BaseException) -> Optional[str]:
-    from dlt.common.configuration.exceptions import ConfigurationException
+    """dlt's configuration errors list every place it looked, over many lines: say what to set instead."""
+    from dlt.common.configuration.exceptions import ConfigFieldMissingException, ConfigurationException
 
     current: Optional[BaseException] = exc
     while current is not None:
+        if isinstance(current, ConfigFieldMissingException) and current.spec_name.endswith("ClientConfiguration"):
+            name = current.spec_name[: -len("ClientConfiguration")].lower()
+            return (
+                f"no credentials for the {name} destination: set DESTINATION__{name.upper()}__CREDENTIALS"
+                f" or [destination.{name}.credentials] in .dlt/secrets.toml"
+            )
+        if isinstance(current, ConfigFieldMissingException):
+            return f"configuration error: missing {', '.join(current.fields)} of {current.spec_name} in dlt config"
         if isinstance(current, ConfigurationException):
-            return f"configuration error: {' '.join(str(current).split())}"
+            return f"configuration error: {' '.join(str(current).split())[:300]}"
         current = current.__cause__ or current.__context__
     return None
 
@@ -267,9 +278,10 @@ def report_failure(exc: BaseException, *, verbose: bool = False, secrets: Sequen
     if verbose:
         traceback.print_exc()
     own = find_source_error(exc)
-    hint = "" if own is not None or verbose else " (run with --verbose for the traceback)"
+    configuration = isinstance(own, ConfigurationError) or (own is None and _dlt_config_message(exc) is not None)
+    hint = "" if own is not None or configuration or verbose else " (run with --verbose for the traceback)"
     print(f"error: {_one_line(exc, secrets)}{hint}", file=sys.stderr)
-    return EXIT_USAGE if isinstance(own, ConfigurationError) else EXIT_FAILURE
+    return EXIT_USAGE if configuration else EXIT_FAILURE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,7 +17,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from . import settings
 from .client import ClientSettings, FineTuningClient
-from .exceptions import PipelineLockedError
+from .exceptions import ConfigurationError, PipelineLockedError
 from .views import create_views
 
 logger = logging.getLogger(__name__)
@@ -73,17 +73,25 @@ def make_pipeline(
     duckdb_file: Optional[str] = None,
     progress: Any = None,
 ) -> dlt.Pipeline:
+    from dlt.common.destination.exceptions import InvalidDestinationReference, UnknownDestinationModule
+
     kwargs: Dict[str, Any] = {}
     if pipelines_dir:
         kwargs["pipelines_dir"] = pipelines_dir
     if progress:
         kwargs["progress"] = progress
-    return dlt.pipeline(
-        pipeline_name=pipeline_name,
-        destination=make_destination(destination, duckdb_file=duckdb_file),
-        dataset_name=dataset_name or settings.DEFAULT_DATASET_NAME,
-        **kwargs,
-    )
+    try:
+        return dlt.pipeline(
+            pipeline_name=pipeline_name,
+            destination=make_destination(destination, duckdb_file=duckdb_file),
+            dataset_name=dataset_name or settings.DEFAULT_DATASET_NAME,
+            **kwargs,
+        )
+    except (UnknownDestinationModule, InvalidDestinationReference):
+        raise ConfigurationError(
+            f"unknown destination {destination!r}: use a dlt destination name such as duckdb, postgres, bigquery,"
+            " snowflake, motherduck, databricks, clickhouse or filesystem (and install its extra)"
+        ) from None
 
 
 def loader_file_format(pipeline: dlt.Pipeline) -> Optional[str]:
