@@ -131,6 +131,17 @@ def test_json_of_the_wrong_shape_fails_naming_the_endpoint(loader: Any, emulator
     assert emulator.count() == 1
 
 
+def test_a_redirect_means_a_wrong_base_url_and_is_not_followed(loader: Any, emulator: Emulator) -> None:
+    emulator.script("/fine_tuning/jobs?", status=301, body="", headers={"location": "https://login.example.com/?token=abc"})
+    with pytest.raises(Exception) as raised:
+        loader.run()
+    assert str(source_error(raised)) == (
+        f"GET http://127.0.0.1:{emulator.port}/v1/fine_tuning/jobs answered a redirect (HTTP 301) to"
+        " https://login.example.com/?token=***: set base_url (OPENAI_BASE_URL / AZURE_OPENAI_ENDPOINT) to the API's own address"
+    )
+    assert emulator.count() == 1
+
+
 def test_a_repeating_cursor_is_a_loop_error_not_an_endless_loop(loader: Any, emulator: Emulator) -> None:
     page = {"object": "list", "data": [{"id": "ftjob-same", "created_at": 1, "status": "running"}], "has_more": True}
     emulator.script("/fine_tuning/jobs?", body=page, times=5)

@@ -159,6 +159,12 @@ class FineTuningClient:
         self._reached = True
         if response.status_code >= 400:
             raise self._status_error(path, response)
+        if response.is_redirect:
+            location = redact_url(response.headers.get("location", "") or "nowhere")
+            raise InvalidResponseError(
+                f"GET {self._display(path)} answered a redirect (HTTP {response.status_code}) to {location}: set"
+                " base_url (OPENAI_BASE_URL / AZURE_OPENAI_ENDPOINT) to the API's own address"
+            )
         try:
             return response.json()
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
