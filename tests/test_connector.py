@@ -196,3 +196,16 @@ def test_a_metric_the_api_adds_later_becomes_a_column(loader: Any, emulator: Emu
     rows = [r for r in loader.rows("checkpoints") if r.get("metrics__train_perplexity") is not None]
     assert [(r["metrics__train_loss"], r["metrics__train_perplexity"]) for r in rows] == [(0.25, 1.5)]
     assert loader.column_types("checkpoints")["metrics__train_perplexity"] in ("double", "double precision")
+
+
+def test_a_job_without_created_at_is_always_read_and_never_becomes_the_frontier(loader: Any, emulator: Emulator) -> None:
+    loader.run()
+    odd = emulator.add_job(status="succeeded", created_at=None)
+    emulator.jobs[odd["id"]]["created_at"] = None
+    emulator.add_checkpoint(odd["id"], created_at=1_721_000_100)
+    loader.run()
+    assert f"/v1/fine_tuning/jobs/{odd['id']}/checkpoints" in [r.path for r in emulator.requests]
+    ids = {r["fine_tuning_job_id"] for r in loader.rows("checkpoints", "fine_tuning_job_id")}
+    assert odd["id"] in ids
+    loader.run()
+    assert emulator.count("jobs_list") == 1

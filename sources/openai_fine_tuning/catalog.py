@@ -17,6 +17,7 @@ in later runs.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from .client import FineTuningClient
@@ -92,6 +93,8 @@ class JobCatalog:
                 logger.warning("the jobs list is not newest first; reading every job in this and later runs")
                 self.ordered = False
             previous = created
+            if not math.isfinite(created):
+                continue
             if self.newest is None or created > self.newest["created_at"]:
                 self.newest = {"id": job["id"], "created_at": created, "peers": [job["id"]]}
             elif created == self.newest["created_at"]:
@@ -143,7 +146,8 @@ class ResourcePlan:
                 yield job
                 continue
             created = _created(job)
-            if created > frontier["created_at"] or job["id"] in self.open:
+            # a job without a usable created_at cannot be placed against the frontier: always read it
+            if created > frontier["created_at"] or job["id"] in self.open or not math.isfinite(created):
                 yield job
             elif created == frontier["created_at"] and job["id"] not in frontier.get("peers", []):
                 yield job

@@ -240,7 +240,7 @@ class FineTuningClient:
         return redact_url(self.config.api_root.rstrip("/") + path)
 
     def _connection_message(self, path: str, exc: Exception, what: str) -> str:
-        detail = redact_text(str(exc) or type(exc).__name__, [self.config.api_key])
+        detail = redact_text(str(exc) or type(exc).__name__, [self.config.api_key]).rstrip(".")
         return (
             f"GET {self._display(path)} {what}: {detail}. Check base_url (OPENAI_BASE_URL / AZURE_OPENAI_ENDPOINT)"
             " and the network."

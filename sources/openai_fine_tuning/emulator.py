@@ -362,7 +362,7 @@ class Emulator:
     # -- request handling -------------------------------------------------------------------------
     def _sorted_jobs(self) -> List[Dict[str, Any]]:
         order = {job_id: n for n, job_id in enumerate(self.jobs)}
-        return sorted(self.jobs.values(), key=lambda j: (j["created_at"], order[j["id"]]), reverse=True)
+        return sorted(self.jobs.values(), key=lambda j: (j["created_at"] or 0, order[j["id"]]), reverse=True)
 
     def handle(self, method: str, raw_path: str, headers: Dict[str, str]) -> Tuple[int, Dict[str, str], Any, Optional[str]]:
         """Returns (status, headers, body, action)."""
