@@ -211,7 +211,9 @@ def test_organization_and_project_headers_are_sent(loader: Any, emulator: Emulat
     assert all("authorization" not in r.headers for r in emulator.requests)
 
 
-def test_a_failed_load_does_not_move_the_state(loader: Any, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_load_does_not_move_the_state(
+    loader: Any, emulator: Emulator, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
     from dlt.load.load import Load
 
     def broken(*args: Any, **kwargs: Any) -> None:
@@ -220,6 +222,10 @@ def test_a_failed_load_does_not_move_the_state(loader: Any, emulator: Emulator, 
     monkeypatch.setattr(Load, "load_single_package", broken)
     with pytest.raises(Exception, match="the warehouse is down"):
         loader.run()
+    assert (
+        f"the load failed after extraction: dropping the local state of pipeline {loader.pipeline_name}; it is"
+        " restored from the destination's last completed load and what was read since is read again"
+    ) in caplog.text
     monkeypatch.undo()
     loader.run()
     # nothing was loaded before, so everything is read again: the failed run moved no frontier

@@ -14,7 +14,7 @@ from typing import Any, Callable, List, NoReturn, Optional, Sequence
 from . import settings
 from .client import FineTuningClient
 from .config import resolve_settings
-from .exceptions import ConfigurationError, find_source_error
+from .exceptions import ConfigurationError, exception_chain, find_source_error
 from .redaction import redact_text
 
 logger = logging.getLogger("openai_fine_tuning")
@@ -217,19 +217,9 @@ def _root_cause(exc: BaseException) -> str:
     """dlt wraps failures in PipelineStepFailed and friends: name the step and the innermost error."""
     from dlt.pipeline.exceptions import PipelineStepFailed
 
-    step: Optional[str] = None
-    current = exc
-    seen = set()
-    while id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, PipelineStepFailed):
-            step = current.step
-            current = current.exception
-            continue
-        following = current.__cause__ or current.__context__
-        if following is None:
-            break
-        current = following
+    chain = list(exception_chain(exc))
+    step = next((e.step for e in chain if isinstance(e, PipelineStepFailed)), None)
+    current = chain[-1]
     lines = [line.strip() for line in str(current).splitlines() if line.strip()]
     text = f"{type(current).__name__}: {lines[0] if lines else ''}".rstrip(": ")
     if "Could not set lock on file" in text:
@@ -241,8 +231,7 @@ def _dlt_config_message(exc: BaseException) -> Optional[str]:
     """dlt's configuration errors list every place it looked, over many lines: say what to set instead."""
     from dlt.common.configuration.exceptions import ConfigFieldMissingException, ConfigurationException
 
-    current: Optional[BaseException] = exc
-    while current is not None:
+    for current in exception_chain(exc):
         if isinstance(current, ConfigFieldMissingException) and current.spec_name.endswith("ClientConfiguration"):
             name = current.spec_name[: -len("ClientConfiguration")].lower()
             return (
@@ -253,7 +242,6 @@ def _dlt_config_message(exc: BaseException) -> Optional[str]:
             return f"configuration error: missing {', '.join(current.fields)} of {current.spec_name} in dlt config"
         if isinstance(current, ConfigurationException):
             return f"configuration error: {' '.join(str(current).split())[:300]}"
-        current = current.__cause__ or current.__context__
     return None
 
 

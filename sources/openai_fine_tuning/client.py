@@ -146,14 +146,12 @@ class FineTuningClient:
             self.request_count += 1
         try:
             response = self._http.get(path, params=dict(params or {}))
-        except httpx.ConnectTimeout as exc:
-            first = not self._reached
-            raise APIConnectionError(self._connection_message(path, exc, "could not connect (timed out)"), first_request=first) from None
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # not reached yet: a wrong base URL or no network, which retrying does not mend
+            what = "could not connect (timed out)" if isinstance(exc, httpx.ConnectTimeout) else "could not connect"
+            raise APIConnectionError(self._connection_message(path, exc, what), first_request=not self._reached) from None
         except httpx.TimeoutException as exc:
             raise APIConnectionError(self._connection_message(path, exc, "timed out"), first_request=False) from None
-        except httpx.ConnectError as exc:
-            first = not self._reached
-            raise APIConnectionError(self._connection_message(path, exc, "could not connect"), first_request=first) from None
         except httpx.TransportError as exc:
             raise APIConnectionError(self._connection_message(path, exc, "connection failed"), first_request=False) from None
         self._reached = True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterator, Optional
 
 
 class FineTuningSourceError(Exception):
@@ -76,13 +76,16 @@ class PaginationLoopError(FineTuningSourceError):
     """The `after` cursor repeated: the API would serve the same page forever."""
 
 
-def find_source_error(exc: BaseException) -> Optional[FineTuningSourceError]:
-    """Walk the cause/context chain (dlt wraps errors raised in resources) to our own error."""
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what caused it, and so on (dlt wraps errors raised in resources and steps)."""
     seen = set()
     current: Optional[BaseException] = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, FineTuningSourceError):
-            return current
         seen.add(id(current))
+        yield current
         current = current.__cause__ or current.__context__
-    return None
+
+
+def find_source_error(exc: BaseException) -> Optional[FineTuningSourceError]:
+    """Our own error anywhere in the chain of `exc`."""
+    return next((e for e in exception_chain(exc) if isinstance(e, FineTuningSourceError)), None)

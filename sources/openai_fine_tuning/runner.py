@@ -151,7 +151,7 @@ def run_source(
             info: LoadInfo = pipeline.run(source, **kwargs)
         except PipelineStepFailed as exc:
             if exc.step in ("normalize", "load"):
-                _forget_unloaded_state(pipeline)
+                _forget_unloaded_state(pipeline, "the load failed after extraction")
             raise
         views: List[str] = []
         if pipeline.destination.destination_name != "filesystem":
@@ -187,23 +187,17 @@ def _finish_interrupted_load(pipeline: dlt.Pipeline) -> None:
         pipeline.normalize()
         pipeline.load()
     except PipelineStepFailed as exc:
-        logger.warning(
-            "the load package left by an interrupted run cannot be finished (%s); dropping it", _first_line(exc.exception)
-        )
-        _forget_unloaded_state(pipeline)
+        first_line = " ".join(str(exc.exception).strip().split("\n")[0].split())[:300]
+        _forget_unloaded_state(pipeline, f"the load package an interrupted run left cannot be finished ({first_line})")
 
 
-def _first_line(exc: BaseException) -> str:
-    return " ".join(str(exc).strip().split("\n")[0].split())[:300]
-
-
-def _forget_unloaded_state(pipeline: dlt.Pipeline) -> None:
+def _forget_unloaded_state(pipeline: dlt.Pipeline, why: str) -> None:
     """The extract step already saved the new state (a moved frontier, jobs marked done) locally. If its
     package then fails to normalize or load, that state must not survive: drop the local pipeline folder,
-    so the next run restores the state of the last successful load from the destination and reads again."""
+    so that the state of the last completed load is restored from the destination and read again."""
     logger.warning(
-        "the load failed after extraction: dropping the local state of pipeline %s; the next run restores it"
-        " from the destination and reads again what this run read", pipeline.pipeline_name,
+        "%s: dropping the local state of pipeline %s; it is restored from the destination's last completed"
+        " load and what was read since is read again", why, pipeline.pipeline_name,
     )
     pipeline.drop()
 
