@@ -16,9 +16,9 @@ import sys
 
 import dlt
 
-from openai_fine_tuning.cli import report_failure
-from openai_fine_tuning.config import configured_projects, project_settings, resolve_settings
-from openai_fine_tuning.runner import load_projects, make_destination
+from openai_fine_tuning.cli import report_failure, report_result
+from openai_fine_tuning.load import load, resolve_projects
+from openai_fine_tuning.runner import make_destination
 
 
 def load_fine_tuning() -> int:
@@ -27,19 +27,12 @@ def load_fine_tuning() -> int:
         destination=make_destination(os.environ.get("FINE_TUNING_DESTINATION") or "duckdb"),
         dataset_name="openai_fine_tuning",
     )
-    names = configured_projects()
-    projects = [(name, project_settings(name)) for name in names] or [("default", resolve_settings())]
-    summaries, failures = load_projects(pipeline, projects)
-    log = logging.getLogger("openai_fine_tuning")
-    for summary in summaries:
-        log.info("%s", summary.line())
-    for failure in failures:
-        log.error("project %s failed: %s", failure.project, failure.error)
-    return 1 if failures else 0
+    result = load(pipeline, resolve_projects())
+    return report_result(result, verbose=os.environ.get("VERBOSE") == "1")
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
         code = load_fine_tuning()
     except Exception as exc:  # one line on stderr, as the CLI does; VERBOSE=1 shows the traceback

@@ -9,10 +9,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import dlt
 import pytest
 
-from openai_fine_tuning import openai_fine_tuning
-from openai_fine_tuning.client import ClientSettings, FineTuningClient
+from openai_fine_tuning.client import ClientSettings
 from openai_fine_tuning.emulator import Emulator
-from openai_fine_tuning.runner import RunSummary, make_pipeline, run_source
+from openai_fine_tuning.load import LoadResult, load
+from openai_fine_tuning.runner import RunSummary, make_pipeline
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres")
 
@@ -83,7 +83,7 @@ class Loader:
         self.pipelines_dir = str(tmp_path / "pipelines")
         self.pipeline_name = f"test_{uuid.uuid4().hex[:8]}"
         self.last: Optional[RunSummary] = None
-        self.client: Optional[FineTuningClient] = None
+        self.result: Optional[LoadResult] = None
 
     def settings(self, **overrides: Any) -> ClientSettings:
         values: Dict[str, Any] = dict(
@@ -100,12 +100,16 @@ class Loader:
         )
 
     def run(self, *, job_ids: Optional[List[str]] = None, resources: Optional[List[str]] = None,
-            project_name: str = "default", **overrides: Any) -> RunSummary:
+            project_name: str = "default", reconcile: bool = False, full_refresh: bool = False,
+            **overrides: Any) -> RunSummary:
+        """One `load` (the CLI's code path); its error, if any, is raised as the run raised it."""
         self.emulator.reset_counts()
-        with FineTuningClient(self.settings(**overrides)) as client:
-            self.client = client
-            source = openai_fine_tuning(client=client, job_ids=job_ids, resources=resources, project_name=project_name)
-            self.last = run_source(self.pipeline(), source, clients=[client], project=project_name)
+        self.result = load(
+            self.pipeline(), [(project_name, self.settings(**overrides))], job_ids=job_ids, resources=resources,
+            reconcile=reconcile, full_refresh=full_refresh,
+        )
+        self.result.raise_first_error()
+        self.last = self.result.summaries[0]
         return self.last
 
     def rows(self, table: str, columns: str = "*", order: str = "id") -> List[Dict[str, Any]]:

@@ -1,8 +1,10 @@
-"""Run one load in a child process and SIGKILL it at a chosen point (used by test_crash.py).
+"""Run one load in a child process and signal it at a chosen point (used by test_crash.py).
 
 KILL_AT: `normalize` (as normalization starts), `load-followup` (tables staged, merge not run),
-`load-complete` (merged, package not yet marked loaded), or `none` (extract kills come from the test,
-through the emulator's request hook).
+`load-complete` (merged, package not yet marked loaded), or `none` (extract signals come from the test,
+through the emulator's request hook). SIGNAL: KILL (default: the process dies there), TERM or INT (the
+signal arrives there and the run goes on to handle it, as under cron, Airflow or Kubernetes). The child
+reports like the CLI: one line on stderr and the exit code.
 """
 
 from __future__ import annotations
@@ -11,15 +13,25 @@ import os
 import signal
 import sys
 
+from typing import Any
+
 import dlt
 
-from openai_fine_tuning import openai_fine_tuning
-from openai_fine_tuning.client import ClientSettings, FineTuningClient
-from openai_fine_tuning.runner import make_pipeline, run_source
+from openai_fine_tuning.cli import report_result
+from openai_fine_tuning.client import ClientSettings
+from openai_fine_tuning.load import load
+from openai_fine_tuning.runner import make_pipeline
 
 
-def die(*args: object, **kwargs: object) -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+SIGNAL = getattr(signal, "SIG" + os.environ.get("SIGNAL", "KILL"))
+
+
+def signalled(original: Any) -> Any:
+    def hook(*args: Any, **kwargs: Any) -> Any:
+        os.kill(os.getpid(), SIGNAL)
+        return original(*args, **kwargs)
+
+    return hook
 
 
 def main() -> None:
@@ -27,15 +39,15 @@ def main() -> None:
     if kill_at == "normalize":
         from dlt.normalize.normalize import Normalize
 
-        Normalize.spool_files = die  # type: ignore[method-assign]
+        Normalize.spool_files = signalled(Normalize.spool_files)  # type: ignore[method-assign]
     elif kill_at == "load-followup":
         from dlt.load.load import Load
 
-        Load.create_followup_jobs = die  # type: ignore[method-assign]
+        Load.create_followup_jobs = signalled(Load.create_followup_jobs)  # type: ignore[method-assign]
     elif kill_at == "load-complete":
         from dlt.load.load import Load
 
-        Load.complete_package = die  # type: ignore[method-assign]
+        Load.complete_package = signalled(Load.complete_package)  # type: ignore[method-assign]
     kind, _, credentials = os.environ["CRASH_DESTINATION"].partition(":")
     destination = dlt.destinations.duckdb(credentials=credentials) if kind == "duckdb" else dlt.destinations.postgres(credentials=credentials)
     pipeline = make_pipeline(
@@ -43,9 +55,9 @@ def main() -> None:
         dataset_name=os.environ["CRASH_DATASET"], pipelines_dir=os.environ["CRASH_PIPELINES_DIR"],
     )
     client_settings = ClientSettings(api_key=os.environ["CRASH_KEY"], base_url=os.environ["CRASH_URL"], concurrency=2)
-    with FineTuningClient(client_settings) as client:
-        run_source(pipeline, openai_fine_tuning(client=client), clients=[client])
-    sys.exit(3)  # reaching here means the kill point was never hit
+    result = load(pipeline, [("default", client_settings)])
+    code = report_result(result)
+    sys.exit(code if code else 99)  # 99: the signal never arrived
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def test_azure_with_openai_variables_too_needs_an_explicit_provider(
 def test_azure_errors_are_one_line_without_the_key(capsys: Any, monkeypatch: pytest.MonkeyPatch, azure: Emulator) -> None:
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", azure.base_url)
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "ffffffffffffffffffffffffffffffff")
-    assert main(["load"]) == 1
+    assert main(["load"]) == 2  # 401: configuration (the key), not "try later"
     out, err = capsys.readouterr()
     assert err == (
         f"error: GET http://127.0.0.1:{azure.port}/openai/fine_tuning/jobs failed with HTTP 401:"

@@ -105,7 +105,7 @@ def test_a_wrong_key_fails_in_one_line_with_the_request_id_and_without_the_key(
 ) -> None:
     use_emulator(monkeypatch, emulator, key="sk-wrong-key-1234567890")
     code, out, err = run_cli(capsys, "load")
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""  # 401: fix the configuration, retrying does not help
     port = emulator.port
     assert err == (
         f"error: GET http://127.0.0.1:{port}/v1/fine_tuning/jobs failed with HTTP 401 (invalid_api_key): Incorrect API"

@@ -1,4 +1,5 @@
-"""A run SIGKILLed during extract, normalize or load, then a normal run: the warehouse equals the API."""
+"""A run SIGKILLed, SIGTERMed or SIGINTed during extract, normalize or load, then a normal run: the
+warehouse equals the API. SIGTERM/SIGINT end the run with one line and exit 143/130."""
 
 from __future__ import annotations
 
@@ -24,8 +25,16 @@ def destination_spec(loader: Any) -> str:
     return f"postgres:{credentials.to_native_representation()}"
 
 
-@pytest.mark.parametrize("kill_at", ["extract", "normalize", "load-followup", "load-complete"])
-def test_a_killed_run_followed_by_a_normal_run_is_exact(make_loader: Any, kill_at: str) -> None:
+CASES = [("KILL", at) for at in ("extract", "normalize", "load-followup", "load-complete")] + [
+    (sig, at) for sig in ("TERM", "INT") for at in ("extract", "normalize", "load-followup")
+]
+EXTRACT_MESSAGE = "while reading the API: nothing of this run was committed; the next run reads it again\n"
+LOAD_MESSAGE = "while loading: the next run first finishes loading what this run read\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "kill_at"), CASES, ids=[f"{s}-{a}" for s, a in CASES])
+def test_a_killed_run_followed_by_a_normal_run_is_exact(make_loader: Any, sig: str, kill_at: str) -> None:
     with Emulator.synthetic(12) as emu:
         loader = make_loader(emu)
         loader.run()  # a first, complete load: the killed run is an incremental one
@@ -33,15 +42,17 @@ def test_a_killed_run_followed_by_a_normal_run_is_exact(make_loader: Any, kill_a
         emu.add_checkpoint(running["id"])
         emu.set_status(running["id"], "succeeded")
         for n in range(3):
-            job = emu.add_job(status="succeeded" if n else "running", created_at=2_000_000_000 + n)
+            job = emu.add_job(status="succeeded" if n else "running", created_at=1_722_000_000 + n)
             emu.add_checkpoint(job["id"])
 
         env = dict(
             os.environ, KILL_AT="none" if kill_at == "extract" else kill_at, CRASH_URL=emu.base_url, CRASH_KEY=emu.api_key,
             CRASH_DESTINATION=destination_spec(loader), CRASH_DATASET=loader.dataset,
-            CRASH_PIPELINE=loader.pipeline_name, CRASH_PIPELINES_DIR=loader.pipelines_dir,
+            CRASH_PIPELINE=loader.pipeline_name, CRASH_PIPELINES_DIR=loader.pipelines_dir, SIGNAL=sig,
         )
-        child = subprocess.Popen([sys.executable, "-m", "tests.crash_child"], env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+        signum = getattr(signal, "SIG" + sig)
+        child = subprocess.Popen([sys.executable, "-m", "tests.crash_child"], env=env, stderr=subprocess.PIPE, text=True,
+                                 cwd=os.path.dirname(os.path.dirname(__file__)))
         if kill_at == "extract":
             killed = threading.Event()
 
@@ -49,11 +60,17 @@ def test_a_killed_run_followed_by_a_normal_run_is_exact(make_loader: Any, kill_a
                 if record.endpoint == "checkpoints" and not killed.is_set():
                     if sum(1 for r in emu.requests if r.endpoint == "checkpoints") >= 2:
                         killed.set()
-                        child.send_signal(signal.SIGKILL)
+                        child.send_signal(signum)
 
             emu.on_request = kill_on_third_checkpoints_request
-        assert child.wait(timeout=120) == -signal.SIGKILL
+        _, err = child.communicate(timeout=120)
         emu.on_request = None
+        if sig == "KILL":
+            assert child.returncode == -signal.SIGKILL
+        else:
+            assert child.returncode == (143 if sig == "TERM" else 130), err
+            message = EXTRACT_MESSAGE if kill_at == "extract" else LOAD_MESSAGE
+            assert err.splitlines()[-1] + "\n" == f"error: interrupted by SIG{sig} {message}"
 
         loader.run()
         assert loaded_checkpoint_rows(loader.rows("checkpoints", CHECKPOINT_COLUMNS)) == expected_checkpoints(emu)

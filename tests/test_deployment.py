@@ -31,8 +31,8 @@ def test_the_pipeline_script_runs_from_the_repository_root(tmp_path: Any) -> Non
         env = script_env(tmp_path, OPENAI_API_KEY=emu.api_key, OPENAI_BASE_URL=emu.base_url)
         result = subprocess.run([sys.executable, SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
-        assert "INFO: Loaded into duckdb dataset openai_fine_tuning" in result.stderr
-        assert "checkpoints 33, jobs 12; 13 requests" in result.stderr
+        assert result.stdout.startswith("Loaded into duckdb dataset openai_fine_tuning")
+        assert "checkpoints 33, jobs 12; 13 requests" in result.stdout and result.stderr == ""
 
 
 def test_the_pipeline_script_reads_settings_from_dlt_project_dir(tmp_path: Any) -> None:

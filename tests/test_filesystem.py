@@ -8,10 +8,10 @@ import dlt
 import duckdb
 from deltalake import DeltaTable
 
-from openai_fine_tuning import openai_fine_tuning
-from openai_fine_tuning.client import ClientSettings, FineTuningClient
+from openai_fine_tuning.client import ClientSettings
 from openai_fine_tuning.emulator import Emulator
-from openai_fine_tuning.runner import make_pipeline, run_source
+from openai_fine_tuning.load import load
+from openai_fine_tuning.runner import make_pipeline
 
 from .expected import CHECKPOINT_COLUMNS, expected_checkpoints, expected_jobs, loaded_checkpoint_rows, loaded_job_rows
 
@@ -27,11 +27,11 @@ def test_filesystem_delta_tables_merge_and_read_back_exactly(tmp_path: Any) -> N
     with Emulator.synthetic(12) as emu:
         def run() -> None:
             settings = ClientSettings(api_key=emu.api_key, base_url=emu.base_url, backoff_initial=0)
-            with FineTuningClient(settings) as client:
-                pipeline = make_pipeline(
-                    destination=dlt.destinations.filesystem(bucket_url=bucket.as_uri()), pipelines_dir=str(tmp_path / "p")
-                )
-                run_source(pipeline, openai_fine_tuning(client=client), clients=[client])
+            pipeline = make_pipeline(
+                destination=dlt.destinations.filesystem(bucket_url=bucket.as_uri()), pipelines_dir=str(tmp_path / "p")
+            )
+            result = load(pipeline, [("default", settings)], reconcile=True)
+            assert result.exit_code == 0, result.errors
 
         run()
         running = next(j for j in emu.jobs.values() if j["status"] == "running")

@@ -56,7 +56,7 @@ def test_a_failing_project_does_not_stop_the_others_and_fails_the_run(capsys: An
             Emulator.synthetic(5, seed=2, api_key="sk-beta-key-1234567") as beta, \
             Emulator.synthetic(4, seed=3, api_key="sk-gamma-key-123456") as gamma:
         write_project_files({"alpha": alpha, "beta": beta, "gamma": gamma}, broken="beta")
-        assert main(["load"]) == 1
+        assert main(["load"]) == 2  # a project with a wrong key: configuration
         out, err = capsys.readouterr()
         assert [line.split(" into ")[0] for line in out.splitlines()] == ["Loaded project alpha", "Loaded project gamma"]
         assert err.splitlines()[-1] == (

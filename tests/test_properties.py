@@ -13,7 +13,7 @@ from openai_fine_tuning.client import retry_after_seconds
 from openai_fine_tuning.exceptions import PaginationLoopError
 from openai_fine_tuning.paginator import CursorPaginator
 from openai_fine_tuning.redaction import redact_text, redact_url
-from openai_fine_tuning.rows import flatten, to_arrow
+from openai_fine_tuning.rows import column_name, flatten, to_arrow
 from openai_fine_tuning.settings import CHECKPOINT_COLUMNS
 
 
@@ -79,7 +79,7 @@ def test_flattening_never_loses_or_miscasts_a_metric(metrics: Dict[str, Any]) ->
     row = flatten(checkpoint, CHECKPOINT_COLUMNS, nested="metrics", project="p", extra={"fine_tuning_job_id": "j"})
     table = to_arrow([row], CHECKPOINT_COLUMNS).to_pylist()[0]
     for key, value in metrics.items():
-        column = f"metrics__{key}"
+        column = f"metrics__{column_name(key)}"
         is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if value is None:
             assert table[column] is None

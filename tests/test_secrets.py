@@ -43,7 +43,7 @@ def test_a_rejected_key_is_not_echoed(capsys: Any, monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv("OPENAI_API_KEY", KEY)
         monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url)
         emu.script("/fine_tuning/jobs", status=401, body={"error": {"message": f"Incorrect API key provided: {KEY}.", "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}})
-        assert main(["--verbose", "load"]) == 1
+        assert main(["--verbose", "load"]) == 2
     out, err = capsys.readouterr()
     assert "Incorrect API key provided: ***." in err
     assert "SECRET" not in out + err

@@ -1,67 +1,100 @@
 """Which jobs a run must read: one shared, lazily paged job listing and a per-resource plan over it.
 
-State per project and resource (`checkpoints`, `events`, `jobs`), kept in dlt's source state so that it
-travels with the load package and is restored from the destination:
+Each resource (`jobs`, `checkpoints`, `events`) keeps a `ResourceState` (see `state.py`): a frontier (the
+newest job of the last complete, unfiltered listing), whether the list was seen in order, and its open jobs.
+Every job older than the frontier was seen by a complete listing, so such a job needs reading only if it
+is open (not finished, not read completely, or failing). A job newer than the frontier is new. Ties in
+`created_at` are settled by the frontier's `peers`. Listing stops at the first page that reaches below
+every frontier, which is sound only while the list is newest first; that is checked on every page, and a
+list found out of order is read whole, now and in later runs.
 
-    {"frontier": {"id", "created_at", "peers": [ids created in that same second]},
-     "ordered": true, "open": {job_id: {"misses": n, ...}}}
-
-The frontier is the newest job of the last complete, unfiltered listing. Every job older than it was
-seen by a complete listing, so such a job needs reading only if it is in `open` (not finished, or not
-fully read yet). A job newer than the frontier is new. Ties in `created_at` are settled by `peers`.
-Listing stops at the first page that reaches below every frontier, which is sound only while the list
-is newest first; that is checked on every page, and a list found out of order is read whole, now and
-in later runs.
+A listing can still miss jobs (a server that answers `has_more: false` too early, an empty page for a
+cursor whose item was deleted). The *reconciliation* reads every page and also reads each listed job that
+the warehouse does not hold (`known`): it heals such a miss. The frontier never moves to a job created
+more than a day after the run started (a clock gone wrong would hide every later job); a `created_at` that
+is not a plausible time in seconds makes a job "always read", never the frontier.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set
 
 from .client import FineTuningClient
 from .exceptions import NotFoundError
-from .settings import MAX_MISSES
+from .rows import TIMESTAMP_MAX, TIMESTAMP_MIN
+from .settings import FUTURE_TOLERANCE_SECONDS, MAX_MISSES
+from .state import Frontier, OpenJob, ResourceState
 
 logger = logging.getLogger(__name__)
+MISSED_IDS_SHOWN = 10
 
 
-def _created(job: Dict[str, Any]) -> float:
+def created_at(job: Dict[str, Any]) -> Optional[float]:
+    """The job's `created_at` if it is a plausible time in seconds, else None (a job to always read)."""
     value = job.get("created_at")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("-inf")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value) if TIMESTAMP_MIN <= value < TIMESTAMP_MAX else None
 
 
 class JobCatalog:
     """The jobs of one project, listed newest first once per run and shared by every resource."""
 
-    def __init__(self, client: FineTuningClient, *, job_ids: Optional[Sequence[str]] = None) -> None:
-        self.client = client
+    def __init__(
+        self,
+        client: Callable[[], FineTuningClient],
+        *,
+        started_at: float,
+        job_ids: Optional[Sequence[str]] = None,
+        reconcile: bool = False,
+        known: Optional[Callable[[], Set[str]]] = None,
+    ) -> None:
+        self._client = client
+        self.started_at = started_at
         self.job_ids = list(dict.fromkeys(job_ids or []))
         self.filtered = bool(self.job_ids)
+        self.reconcile = reconcile and not self.filtered
+        self._known_source = known
+        self._known: Optional[Set[str]] = None
         self._jobs: List[Dict[str, Any]] = []
-        self._pages: Optional[Iterator[List[Dict[str, Any]]]] = None
+        self._ids: Set[str] = set()
         self._paginator: Any = None
+        self._pages: Optional[Iterator[List[Dict[str, Any]]]] = None
         self._lookups: Dict[str, Optional[Dict[str, Any]]] = {}
         self._stop_below: Optional[float] = None
         self._exhausted = False
+        self._previous = math.inf
         self.complete = False
         self.ordered = True
-        self.newest: Optional[Dict[str, Any]] = None
+        self.newest: Optional[Frontier] = None
+        self.future: List[str] = []
+        self.missed: Dict[str, None] = {}
 
-    def configure(self, states: Sequence[Dict[str, Any]]) -> None:
+    def configure(self, states: Sequence[ResourceState]) -> None:
         """Set where listing may stop, from the states of the resources that use this catalog. Only the
         first call counts: the listing is shared."""
         if self._pages is not None:
             return
-        frontiers = [state.get("frontier") for state in states]
-        if states and all(frontiers) and all(state.get("ordered", True) for state in states):
-            self._stop_below = min(float(f["created_at"]) for f in frontiers if f)
-        if not self.filtered:
-            self._paginator = self.client.list_jobs()
-            self._pages = iter(self._paginator)
-        else:
+        frontiers = [state.frontier for state in states]
+        if states and all(frontiers) and all(state.ordered for state in states) and not self.reconcile:
+            self._stop_below = min(f.created_at for f in frontiers if f)
+        if self.filtered:
             self._pages = iter(())
+        else:
+            self._paginator = self._client().list_jobs()
+            self._pages = iter(self._paginator)
+
+    @property
+    def reads_every_page(self) -> bool:
+        return self._stop_below is None and not self.filtered
+
+    def known(self) -> Set[str]:
+        """Ids of the jobs the warehouse holds (read once, when the reconciliation first needs them)."""
+        if self._known is None:
+            self._known = set(self._known_source()) if self._known_source else set()
+        return self._known
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
         if self.filtered:
@@ -86,30 +119,47 @@ class JobCatalog:
             self._exhausted = True
             self.complete = bool(self._paginator and self._paginator.complete)
             return False
-        previous = _created(self._jobs[-1]) if self._jobs else float("inf")
+        fresh = []
         for job in page:
-            created = _created(job)
-            if created > previous and self.ordered:
-                logger.warning("the jobs list is not newest first; reading every job in this and later runs")
-                self.ordered = False
-            previous = created
-            if not math.isfinite(created):
-                continue
-            if self.newest is None or created > self.newest["created_at"]:
-                self.newest = {"id": job["id"], "created_at": created, "peers": [job["id"]]}
-            elif created == self.newest["created_at"]:
-                self.newest["peers"].append(job["id"])
-        self._jobs.extend(page)
-        if self.ordered and self._stop_below is not None and any(_created(job) < self._stop_below for job in page):
-            self._exhausted = True
-            self.complete = True
+            if job["id"] in self._ids:
+                continue  # served twice (within or across pages): the first is kept
+            self._ids.add(job["id"])
+            fresh.append(job)
+            self._place(job)
+        self._jobs.extend(fresh)
+        if self.ordered and self._stop_below is not None:
+            times = [created_at(job) for job in page]
+            if any(t is not None and t < self._stop_below for t in times):
+                self._exhausted = True
+                self.complete = True
         return True
+
+    def _place(self, job: Dict[str, Any]) -> None:
+        """Check the order and keep the frontier candidate; implausible times take no part in either."""
+        created = created_at(job)
+        if created is None:
+            return
+        if created > self._previous and self.ordered:
+            logger.warning("the jobs list is not newest first; reading every job in this and later runs")
+            self.ordered = False
+        self._previous = created
+        if created > self.started_at + FUTURE_TOLERANCE_SECONDS:
+            self.future.append(job["id"])
+            logger.warning(
+                "job %s has created_at %s, more than a day after this run started: it is loaded, but the listing"
+                " frontier does not move to it", job["id"], job.get("created_at"),
+            )
+            return
+        if self.newest is None or created > self.newest.created_at:
+            self.newest = Frontier(id=job["id"], created_at=created, peers=[job["id"]])
+        elif created == self.newest.created_at:
+            self.newest.peers.append(job["id"])
 
     def lookup(self, job_id: str, *, strict: bool = False) -> Optional[Dict[str, Any]]:
         """GET a job by id, once per run. None when it is gone (404), unless `strict` (named by --job)."""
         if job_id not in self._lookups:
             try:
-                self._lookups[job_id] = self.client.get_job(job_id)
+                self._lookups[job_id] = self._client().get_job(job_id)
             except NotFoundError as exc:
                 if strict:
                     raise NotFoundError(
@@ -122,34 +172,42 @@ class JobCatalog:
                 self._lookups[job_id] = None
         return self._lookups[job_id]
 
+    def missed_warning(self) -> Optional[str]:
+        if not self.missed:
+            return None
+        ids = list(self.missed)
+        shown = ", ".join(ids[:MISSED_IDS_SHOWN]) + (f" and {len(ids) - MISSED_IDS_SHOWN} more" if len(ids) > MISSED_IDS_SHOWN else "")
+        return f"reconciliation: {len(ids)} job(s) that earlier listings missed are loaded now: {shown}"
+
 
 class ResourcePlan:
     """The jobs one resource must read this run, and the bookkeeping of its state."""
 
-    def __init__(self, catalog: JobCatalog, state: Dict[str, Any], name: str) -> None:
+    def __init__(self, catalog: JobCatalog, state: ResourceState, name: str) -> None:
         self.catalog = catalog
         self.state = state
         self.name = name
-        state.setdefault("frontier", None)
-        state.setdefault("ordered", True)
-        self.open: Dict[str, Dict[str, Any]] = state.setdefault("open", {})
+        self.open = state.open
 
     def jobs(self) -> Iterator[Dict[str, Any]]:
         if self.catalog.filtered:
             yield from self.catalog
             return
-        frontier = self.state.get("frontier")
+        frontier = self.state.frontier
         seen = set()
         for job in self.catalog:
             seen.add(job["id"])
-            if frontier is None:
+            if frontier is None or job["id"] in self.open:
                 yield job
                 continue
-            created = _created(job)
-            # a job without a usable created_at cannot be placed against the frontier: always read it
-            if created > frontier["created_at"] or job["id"] in self.open or not math.isfinite(created):
+            created = created_at(job)
+            # a job without a plausible created_at cannot be placed against the frontier: always read it
+            if created is None or created > frontier.created_at:
                 yield job
-            elif created == frontier["created_at"] and job["id"] not in frontier.get("peers", []):
+            elif created == frontier.created_at and job["id"] not in frontier.peers:
+                yield job
+            elif self.catalog.reconcile and job["id"] not in self.catalog.known():
+                self.catalog.missed[job["id"]] = None
                 yield job
         for job_id in [job_id for job_id in self.open if job_id not in seen]:
             job = self.catalog.lookup(job_id)
@@ -158,23 +216,32 @@ class ResourcePlan:
             else:
                 yield job
         if self.catalog.complete:
-            self.state["ordered"] = self.catalog.ordered
+            self.state.ordered = self.catalog.ordered
             if self.catalog.newest is not None:
-                self.state["frontier"] = dict(self.catalog.newest, peers=list(self.catalog.newest["peers"]))
+                newest = self.catalog.newest
+                self.state.frontier = Frontier(id=newest.id, created_at=newest.created_at, peers=list(newest.peers))
 
     def done(self, job_id: str) -> None:
         self.open.pop(job_id, None)
 
-    def pending(self, job_id: str, **info: Any) -> None:
-        entry = self.open.setdefault(job_id, {})
-        entry.pop("misses", None)
-        entry.update(info)
+    def pending(self, job_id: str, *, newest_id: Optional[str] = None) -> None:
+        entry = self.open.setdefault(job_id, OpenJob())
+        entry.misses = 0
+        entry.failures = 0
+        if newest_id:
+            entry.newest_id = newest_id
+
+    def failed(self, job_id: str, reason: str) -> None:
+        """The job's list failed after the retries: keep it open (its newest known id unchanged)."""
+        entry = self.open.setdefault(job_id, OpenJob())
+        entry.failures += 1
+        logger.warning("%s: job %s could not be read (%s); it is read again next run", self.name, job_id, reason)
 
     def missing(self, job_id: str, why: str) -> None:
-        misses = int(self.open.get(job_id, {}).get("misses", 0)) + 1
+        misses = (self.open[job_id].misses if job_id in self.open else 0) + 1
         if misses >= MAX_MISSES:
             self.open.pop(job_id, None)
             logger.warning("%s: job %s skipped: %s; marked gone after %d tries", self.name, job_id, why, misses)
         else:
-            self.open.setdefault(job_id, {})["misses"] = misses
+            self.open.setdefault(job_id, OpenJob()).misses = misses
             logger.warning("%s: job %s skipped: %s; it is tried again next run", self.name, job_id, why)

@@ -12,15 +12,13 @@ import traceback
 from typing import Any, Callable, List, NoReturn, Optional, Sequence
 
 from . import settings
-from .client import FineTuningClient
 from .config import resolve_settings
-from .exceptions import ConfigurationError, exception_chain, find_source_error
+from .exceptions import EXIT_CONFIGURATION, EXIT_FAILURE, RunInterrupted, exception_chain, find_source_error
 from .redaction import redact_text
 
 logger = logging.getLogger("openai_fine_tuning")
 
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+EXIT_USAGE = EXIT_CONFIGURATION
 
 
 class _RedactingFilter(logging.Filter):
@@ -76,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="only this configured project (repeatable; default: all configured projects)")
     load.add_argument("--pipeline-name", default=settings.DEFAULT_PIPELINE_NAME, help="dlt pipeline name")
     load.add_argument("--progress", action="store_true", help="report dlt's progress on stderr (quiet by default)")
+    load.add_argument("--reconcile", action="store_true",
+                      help="read every jobs page now and load any job the warehouse lacks (else daily)")
+    load.add_argument("--full-refresh", action="store_true",
+                      help="forget the incremental state and read everything again (merged: no row is dropped)")
+    load.add_argument("--no-views", action="store_true", help="do not create the SQL views")
 
     report = commands.add_parser("report", help="write an HTML report with loss/accuracy charts from the destination")
     _add_common(report)
@@ -100,24 +103,11 @@ def _split(value: Optional[str]) -> Optional[List[str]]:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from .config import configured_projects, project_settings
-    from .runner import load_projects, make_pipeline
+    from .load import load, resolve_projects
+    from .runner import make_pipeline
 
     overrides = {"concurrency": args.concurrency, "page_size": args.page_size}
-    names = configured_projects()
-    if args.projects:
-        unknown = [name for name in args.projects if name not in names]
-        if unknown:
-            known = ", ".join(names) or "none"
-            raise ConfigurationError(
-                f"unknown project(s) {', '.join(unknown)}: configured are {known}"
-                " ([sources.openai_fine_tuning.projects.<name>] in .dlt/config.toml and .dlt/secrets.toml)"
-            )
-        names = list(args.projects)
-    if names:
-        projects = [(name, project_settings(name, overrides)) for name in names]
-    else:
-        projects = [(settings.DEFAULT_PROJECT, resolve_settings(overrides))]
+    projects = resolve_projects(overrides, args.projects)
     args.secrets.extend(client_settings.api_key for _, client_settings in projects)
     pipeline = make_pipeline(
         pipeline_name=args.pipeline_name,
@@ -125,12 +115,30 @@ def cmd_load(args: argparse.Namespace) -> int:
         dataset_name=args.dataset,
         progress=_progress() if args.progress else None,
     )
-    summaries, failures = load_projects(pipeline, projects, job_ids=args.job_ids, resources=_split(args.resources))
-    for summary in summaries:
+    result = load(
+        pipeline, projects, job_ids=args.job_ids, resources=_split(args.resources), reconcile=args.reconcile,
+        full_refresh=args.full_refresh, views=not args.no_views,
+    )
+    return report_result(result, verbose=args.verbose_flag, secrets=args.secrets)
+
+
+def report_result(result: Any, *, verbose: bool = False, secrets: Sequence[str] = ()) -> int:
+    """Print a load's outcome: the summaries on stdout, one line per problem on stderr; the exit code."""
+    from .load import interrupted_message, partial_message
+
+    for summary in result.summaries:
         print(summary.line())
-    for failure in failures:
-        print(f"error: project {failure.project}: {_one_line(failure.error, args.secrets)}", file=sys.stderr)
-    return EXIT_FAILURE if failures else 0
+    several = len(result.errors) > 1 or (result.errors and result.summaries)
+    for error in result.errors:
+        if verbose:
+            traceback.print_exception(error.error)
+        prefix = f"project {error.project}: " if several and error.project else ""
+        print(f"error: {prefix}{_one_line(error.error, secrets)}{_hint(error.error, verbose)}", file=sys.stderr)
+    if result.failed_jobs:
+        print(f"error: {partial_message(result)}", file=sys.stderr)
+    if result.interrupted is not None:
+        print(f"error: {interrupted_message(result)}", file=sys.stderr)
+    return result.exit_code
 
 
 def _progress() -> Any:
@@ -150,9 +158,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import openai_fine_tuning
     from .emulator import Emulator
-    from .runner import make_pipeline, run_source
+    from .load import load
+    from .runner import make_pipeline
 
     for suffix in ("", ".wal"):
         if os.path.exists(settings.DEMO_DUCKDB_FILE + suffix):
@@ -168,10 +176,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 pipelines_dir=pipelines_dir,
                 duckdb_file=settings.DEMO_DUCKDB_FILE,
             )
-            with FineTuningClient(client_settings) as client:
-                source = openai_fine_tuning(client=client, resources=["jobs", "checkpoints", "events"])
-                summary = run_source(pipeline, source, clients=[client])
-        print(summary.line())
+            result = load(pipeline, [(settings.DEFAULT_PROJECT, client_settings)], resources=["jobs", "checkpoints", "events"])
+        if result.exit_code:
+            return report_result(result)
+        print(result.summaries[0].line())
         print()
         print(_best_checkpoint_table(pipeline))
         print()
@@ -231,13 +239,12 @@ def _dlt_config_message(exc: BaseException) -> Optional[str]:
     """dlt's configuration errors list every place it looked, over many lines: say what to set instead."""
     from dlt.common.configuration.exceptions import ConfigFieldMissingException, ConfigurationException
 
+    from .destinations import missing_credentials_message
+
     for current in exception_chain(exc):
         if isinstance(current, ConfigFieldMissingException) and current.spec_name.endswith("ClientConfiguration"):
             name = current.spec_name[: -len("ClientConfiguration")].lower()
-            return (
-                f"no credentials for the {name} destination: set DESTINATION__{name.upper()}__CREDENTIALS"
-                f" or [destination.{name}.credentials] in .dlt/secrets.toml"
-            )
+            return missing_credentials_message(name, list(current.fields))
         if isinstance(current, ConfigFieldMissingException):
             return f"configuration error: missing {', '.join(current.fields)} of {current.spec_name} in dlt config"
         if isinstance(current, ConfigurationException):
@@ -250,26 +257,39 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     verbose = bool(getattr(args, "verbose", False))
     args.secrets = []  # keys of this invocation: redacted from every log line and error message
+    args.verbose_flag = verbose
     _setup_logging(verbose, args.secrets)
     handlers = {"load": cmd_load, "demo": cmd_demo, "report": cmd_report}
     try:
         return handlers[args.command](args)
+    except RunInterrupted as exc:
+        print(f"error: interrupted by {exc.signal_name}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print("error: interrupted by SIGINT", file=sys.stderr)
         return 130
     except Exception as exc:  # the one place that turns any failure into one line and an exit code
         return report_failure(exc, verbose=verbose, secrets=args.secrets)
+
+
+def _hint(exc: BaseException, verbose: bool) -> str:
+    configuration = _exit_code(exc) == EXIT_CONFIGURATION
+    return "" if find_source_error(exc) is not None or configuration or verbose else " (run with --verbose for the traceback)"
+
+
+def _exit_code(exc: BaseException) -> int:
+    own = find_source_error(exc)
+    if own is not None:
+        return own.exit_code
+    return EXIT_CONFIGURATION if _dlt_config_message(exc) is not None else EXIT_FAILURE
 
 
 def report_failure(exc: BaseException, *, verbose: bool = False, secrets: Sequence[str] = ()) -> int:
     """Print one line on stderr (the traceback too with `verbose`) and return the exit code."""
     if verbose:
         traceback.print_exc()
-    own = find_source_error(exc)
-    configuration = isinstance(own, ConfigurationError) or (own is None and _dlt_config_message(exc) is not None)
-    hint = "" if own is not None or configuration or verbose else " (run with --verbose for the traceback)"
-    print(f"error: {_one_line(exc, secrets)}{hint}", file=sys.stderr)
-    return EXIT_USAGE if configuration else EXIT_FAILURE
+    print(f"error: {_one_line(exc, secrets)}{_hint(exc, verbose)}", file=sys.stderr)
+    return _exit_code(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

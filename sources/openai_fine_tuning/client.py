@@ -1,14 +1,19 @@
-"""HTTP access to the fine-tuning list endpoints: one httpx.Client, retries with tenacity, clear errors."""
+"""HTTP access to the fine-tuning list endpoints: one httpx.Client, retries with tenacity, clear errors.
+
+Layers: `FineTuningClient.get` retries one `_get_once` attempt; `error_from_response` maps an error
+response to an exception (a pure function); `retry_after_seconds` reads the wait the server asked for.
+"""
 
 from __future__ import annotations
 
 import email.utils
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 import httpx
@@ -20,16 +25,21 @@ from .exceptions import (
     APIStatusError,
     AuthenticationError,
     InvalidResponseError,
+    InvalidURLError,
     NotFoundError,
     QuotaExceededError,
+    RequestCancelled,
 )
 from .paginator import CursorPaginator
 from .redaction import redact_text, redact_url
+from .stats import RunStats
+from .transport import BoundedTransport, Cancelled, DeadlineExceeded, deadline
 
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 QUOTA_CODES = frozenset({"insufficient_quota", "daily_limit_exceeded", "billing_hard_limit_reached"})
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,8 @@ class ClientSettings:
     max_attempts: int = settings.DEFAULT_MAX_ATTEMPTS
     max_retry_wait: float = settings.DEFAULT_MAX_RETRY_WAIT
     backoff_initial: float = settings.DEFAULT_BACKOFF_INITIAL
+    max_pages: int = settings.DEFAULT_MAX_PAGES
+    reconcile_interval_hours: float = settings.DEFAULT_RECONCILE_INTERVAL_HOURS
 
     @property
     def api_root(self) -> str:
@@ -59,10 +71,23 @@ class ClientSettings:
 
 
 class FineTuningClient:
-    """Reads the fine-tuning list endpoints. Thread safe: share one instance across worker threads."""
+    """Reads the fine-tuning list endpoints. Thread safe: share one instance across worker threads.
 
-    def __init__(self, config: ClientSettings, *, transport: Optional[httpx.BaseTransport] = None) -> None:
+    `stats` counts requests and retries (a fresh `RunStats` when not given). `sleep` and `clock` are
+    injected for tests; by default every wait ends early when `cancel()` is called.
+    """
+
+    def __init__(
+        self,
+        config: ClientSettings,
+        *,
+        transport: Optional[httpx.BaseTransport] = None,
+        stats: Optional[RunStats] = None,
+        sleep: Optional[Callable[[float], None]] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
+        self.stats = stats if stats is not None else RunStats()
         headers = {"Accept": "application/json", "User-Agent": "openai-fine-tuning-dlt"}
         params: Dict[str, str] = {}
         if config.provider == "azure":
@@ -75,24 +100,32 @@ class FineTuningClient:
             if config.project:
                 headers["OpenAI-Project"] = config.project
         pool = max(config.concurrency, 1) + 4
+        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+        self._cancelled = threading.Event()
+        if transport is None and not any(os.environ.get(name) for name in _PROXY_VARIABLES):
+            transport = BoundedTransport(limits=limits, cancelled=self._cancelled)
         self._http = httpx.Client(
             base_url=config.api_root,
             headers=headers,
             params=params,
             timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout),
-            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+            limits=limits,
             transport=transport,
         )
         self._lock = threading.Lock()
-        self._reached = False
+        self._reached = False  # a response came back (any status)
+        self._succeeded = False  # a 2xx came back
         self._pause_until = 0.0
-        self.request_count = 0
-        self.retry_count = 0
-        self.sleep = time.sleep  # every wait (backoff and the shared 429 pause) goes through here
+        self._clock = clock
+        self._sleep = sleep or self._interruptible_sleep
 
     # -- public API -------------------------------------------------------------------------------
     def close(self) -> None:
         self._http.close()
+
+    def cancel(self) -> None:
+        """Stop the requests in flight and every wait (shutdown on a signal); later requests fail at once."""
+        self._cancelled.set()
 
     def __enter__(self) -> "FineTuningClient":
         return self
@@ -122,6 +155,7 @@ class FineTuningClient:
             endpoint=f"GET {self._display(path)}",
             page_size=self.config.page_size,
             stop_at_id=stop_at_id,
+            max_pages=self.config.max_pages,
         )
 
     def get(self, path: str, *, params: Optional[Mapping[str, Any]] = None) -> Any:
@@ -131,7 +165,7 @@ class FineTuningClient:
             wait=self._wait,
             retry=tenacity.retry_if_exception(lambda exc: getattr(exc, "retryable", False)),
             before_sleep=self._before_sleep,
-            sleep=lambda seconds: self.sleep(seconds),
+            sleep=self._sleep,
             reraise=True,
         )
         for attempt in retrying:
@@ -142,21 +176,38 @@ class FineTuningClient:
     # -- one attempt ------------------------------------------------------------------------------
     def _get_once(self, path: str, params: Optional[Mapping[str, Any]]) -> Any:
         self._wait_for_pause()
-        with self._lock:
-            self.request_count += 1
+        if self._cancelled.is_set():
+            raise RequestCancelled(f"GET {self._display(path)} was not sent: the run is shutting down")
+        self.stats.count_request()
         try:
-            response = self._http.get(path, params=dict(params or {}))
+            with deadline(self.config.read_timeout):
+                response = self._http.get(path, params=dict(params or {}))
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             # not reached yet: a wrong base URL or no network, which retrying does not mend
             what = "could not connect (timed out)" if isinstance(exc, httpx.ConnectTimeout) else "could not connect"
             raise APIConnectionError(self._connection_message(path, exc, what), first_request=not self._reached) from None
         except httpx.TimeoutException as exc:
-            raise APIConnectionError(self._connection_message(path, exc, "timed out"), first_request=False) from None
+            if isinstance(exc.__cause__, DeadlineExceeded):
+                raise APIConnectionError(
+                    f"GET {self._display(path)} timed out: the server stopped sending (no complete response within"
+                    f" read_timeout={self.config.read_timeout:g} s)"
+                ) from None
+            raise APIConnectionError(self._connection_message(path, exc, "timed out")) from None
         except httpx.TransportError as exc:
-            raise APIConnectionError(self._connection_message(path, exc, "connection failed"), first_request=False) from None
+            if isinstance(exc.__cause__, Cancelled):
+                raise RequestCancelled(f"GET {self._display(path)} was stopped: the run is shutting down") from None
+            # a port that answers without HTTP fails fast on the first request, like a refused connection
+            not_http = isinstance(exc, httpx.RemoteProtocolError) and not self._reached
+            raise APIConnectionError(
+                self._connection_message(path, exc, "got no HTTP answer" if not_http else "connection failed"),
+                first_request=not_http,
+            ) from None
         self._reached = True
         if response.status_code >= 400:
-            raise self._status_error(path, response)
+            raise error_from_response(
+                response, url=self._display(path), secrets=[self.config.api_key], first=not self._succeeded
+            )
+        self._succeeded = True
         if response.is_redirect:
             location = redact_url(response.headers.get("location", "") or "nowhere")
             raise InvalidResponseError(
@@ -168,46 +219,9 @@ class FineTuningClient:
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
             raise InvalidResponseError(
                 f"GET {self._display(path)} returned {response.status_code} with a body that is not JSON"
-                f"{self._request_id_suffix(response)}",
+                f"{_request_id_suffix(response)}",
                 retryable=True,
             ) from None
-
-    def _status_error(self, path: str, response: httpx.Response) -> APIStatusError:
-        status = response.status_code
-        message, error_type, error_code = _parse_error_body(response)
-        should_retry = response.headers.get("x-should-retry", "").lower()
-        retryable = status in RETRYABLE_STATUS or status >= 500
-        if should_retry in ("true", "false"):
-            retryable = should_retry == "true"
-        cls = APIStatusError
-        hint = ""
-        daily = "per day" in message.lower() or "daily" in message.lower()
-        if status == 429 and (error_code in QUOTA_CODES or error_type in QUOTA_CODES or daily):
-            cls, retryable = QuotaExceededError, False
-            hint = " Waiting does not help: add credit or raise the limit, then run again."
-        elif status in (401, 403):
-            cls, retryable = AuthenticationError, False
-            hint = (
-                " Check the API key (api_key / OPENAI_API_KEY or AZURE_OPENAI_API_KEY) and that it has access"
-                " to the organization and project."
-            )
-        elif status == 404:
-            cls, retryable = NotFoundError, False
-        text = (
-            f"GET {self._display(path)} failed with HTTP {status}"
-            f"{f' ({error_code})' if error_code else ''}: {message}.{hint}{self._request_id_suffix(response)}"
-        )
-        error = cls(
-            redact_text(text, [self.config.api_key]),
-            status_code=status,
-            url=self._display(path),
-            error_type=error_type,
-            error_code=error_code,
-            request_id=response.headers.get("x-request-id") or response.headers.get("apim-request-id"),
-            retryable=retryable,
-        )
-        error.retry_after = retry_after_seconds(response.headers)
-        return error
 
     # -- retry plumbing ---------------------------------------------------------------------------
     def _wait(self, retry_state: tenacity.RetryCallState) -> float:
@@ -221,17 +235,21 @@ class FineTuningClient:
     def _before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         wait = retry_state.next_action.sleep if retry_state.next_action else 0.0
-        with self._lock:
-            self.retry_count += 1
-            if isinstance(exc, APIStatusError) and exc.status_code == 429:
-                # Rate limits apply to the whole key: every worker waits, not just this one.
-                self._pause_until = max(self._pause_until, time.monotonic() + wait)
+        self.stats.count_retry()
+        if isinstance(exc, APIStatusError) and exc.status_code == 429:
+            with self._lock:  # rate limits apply to the whole key: every worker waits, not just this one
+                self._pause_until = max(self._pause_until, self._clock() + wait)
         logger.warning("retrying in %.2fs after: %s", wait, exc)
 
     def _wait_for_pause(self) -> None:
-        delay = self._pause_until - time.monotonic()
+        with self._lock:
+            delay = self._pause_until - self._clock()
         if delay > 0:
-            self.sleep(delay)
+            self._sleep(delay)
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        if self._cancelled.wait(seconds):
+            raise RequestCancelled("a wait before a retry was stopped: the run is shutting down")
 
     # -- messages ---------------------------------------------------------------------------------
     def _display(self, path: str) -> str:
@@ -244,10 +262,56 @@ class FineTuningClient:
             " and the network."
         )
 
-    @staticmethod
-    def _request_id_suffix(response: httpx.Response) -> str:
-        request_id = response.headers.get("x-request-id") or response.headers.get("apim-request-id")
-        return f" (request id {request_id})" if request_id else ""
+
+def _request_id(response: httpx.Response) -> Optional[str]:
+    return response.headers.get("x-request-id") or response.headers.get("apim-request-id")
+
+
+def _request_id_suffix(response: httpx.Response) -> str:
+    request_id = _request_id(response)
+    return f" (request id {request_id})" if request_id else ""
+
+
+def error_from_response(response: httpx.Response, *, url: str, secrets: Sequence[str] = (), first: bool = False) -> APIStatusError:
+    """The exception for an HTTP error status: its class, whether a retry can help, the wait the server
+    asked for, and a one-line message with a hint and the request id. `first`: no request succeeded yet."""
+    status = response.status_code
+    message, error_type, error_code = _parse_error_body(response)
+    should_retry = response.headers.get("x-should-retry", "").lower()
+    retryable = status in RETRYABLE_STATUS or status >= 500
+    if should_retry in ("true", "false"):
+        retryable = should_retry == "true"
+    cls = APIStatusError
+    hint = ""
+    daily = "per day" in message.lower() or "daily" in message.lower()
+    if status == 429 and (error_code in QUOTA_CODES or error_type in QUOTA_CODES or daily):
+        cls, retryable = QuotaExceededError, False
+        hint = " Waiting does not help: add credit or raise the limit, then run again."
+    elif status in (401, 403):
+        cls, retryable = AuthenticationError, False
+        hint = (
+            " Check the API key (api_key / OPENAI_API_KEY or AZURE_OPENAI_API_KEY) and that it has access"
+            " to the organization and project."
+        )
+    elif status == 404 and first and message.lower().startswith("invalid url"):
+        cls, retryable = InvalidURLError, False
+        hint = " This address is not the API root: check that base_url (OPENAI_BASE_URL) ends with /v1."
+    elif status == 404:
+        cls, retryable = NotFoundError, False
+    text = (
+        f"GET {url} failed with HTTP {status}"
+        f"{f' ({error_code})' if error_code else ''}: {message}.{hint}{_request_id_suffix(response)}"
+    )
+    return cls(
+        redact_text(text, secrets),
+        status_code=status,
+        url=url,
+        error_type=error_type,
+        error_code=error_code,
+        request_id=_request_id(response),
+        retryable=retryable,
+        retry_after=retry_after_seconds(response.headers),
+    )
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> Optional[float]:

@@ -22,6 +22,7 @@ SECTION = "sources.openai_fine_tuning"
 SETTING_NAMES = (
     "api_key", "base_url", "organization", "project", "provider", "azure_endpoint", "api_version",
     "page_size", "concurrency", "max_attempts", "max_retry_wait", "backoff_initial", "connect_timeout", "read_timeout",
+    "max_pages", "reconcile_interval_hours",
 )
 SECRET_NAMES = frozenset({"api_key"})
 
@@ -138,6 +139,10 @@ def resolve_settings(
         backoff_initial=_number(values, "backoff_initial", float, 0, 60, settings.DEFAULT_BACKOFF_INITIAL, section),
         connect_timeout=_number(values, "connect_timeout", float, 0.1, 600, settings.DEFAULT_CONNECT_TIMEOUT, section),
         read_timeout=_number(values, "read_timeout", float, 0.1, 3600, settings.DEFAULT_READ_TIMEOUT, section),
+        max_pages=_number(values, "max_pages", int, 1, 10_000_000, settings.DEFAULT_MAX_PAGES, section),
+        reconcile_interval_hours=_number(
+            values, "reconcile_interval_hours", float, 0, 24 * 365, settings.DEFAULT_RECONCILE_INTERVAL_HOURS, section
+        ),
     )
 
 

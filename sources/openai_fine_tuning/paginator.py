@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Set
 
-from .exceptions import InvalidResponseError, PaginationLoopError
+from .exceptions import InvalidResponseError, PageLimitError, PaginationLoopError
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +19,8 @@ class CursorPaginator:
     `last_id`). Paging stops on `has_more: false`, on an empty page, or when `stop_at_id` is met (the
     items from that id on are not yielded). After iteration, `complete` says whether the list was read
     to its end (or to `stop_at_id`); it is False when the API answered `has_more: true` with an empty
-    page, which is logged and leaves the caller to read the list again next time.
+    page, which is logged and leaves the caller to read the list again next time. A list that goes on
+    past `max_pages` pages raises `PageLimitError`.
     """
 
     def __init__(
@@ -29,11 +30,13 @@ class CursorPaginator:
         endpoint: str,
         page_size: int,
         stop_at_id: Optional[str] = None,
+        max_pages: int = 10_000,
     ) -> None:
         self._fetch = fetch
         self.endpoint = endpoint
         self.page_size = page_size
         self.stop_at_id = stop_at_id
+        self.max_pages = max_pages
         self.complete = False
         self.reached_stop_id = False
         self.pages = 0
@@ -42,6 +45,11 @@ class CursorPaginator:
         seen_cursors: Set[str] = set()
         after: Optional[str] = None
         while True:
+            if self.pages >= self.max_pages:
+                raise PageLimitError(
+                    f"{self.endpoint} still had more after {self.max_pages} pages (max_pages): the list does not end;"
+                    " raise max_pages if it is really that long"
+                )
             params: Dict[str, Any] = {"limit": self.page_size}
             if after is not None:
                 params["after"] = after

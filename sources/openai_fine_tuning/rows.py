@@ -1,55 +1,131 @@
-"""Flatten API objects into rows typed by the declared schema, and build Arrow tables from them.
+"""Flatten API objects into rows typed by one decision per column, and build Arrow tables from them.
 
-dlt does not flatten Arrow structs nor make variant columns for odd values, so this module does both
-for the high-volume tables: a value that does not fit its declared type is never coerced silently; it
-goes to a `<column>__v_text` variant column (dlt's own convention) and the typed column stays null.
+`column_type` decides each column's type once: the declared schema, else one rule for unknown keys (a key
+under `metrics` / `data` holds numbers: double; any other unknown key is text, JSON for structures). `put` stores a value that fits that type and routes any value that does not (an
+integer beyond 64 bits, a timestamp outside years 1-9999 or plausibly in milliseconds, a non-finite or
+inexact float, text in a numeric column) to the `<column>__v_text` variant column, so the row loads. Both
+the rows (jobs, through dlt's normalizer) and the Arrow schema (checkpoints and events) come from it.
+Column names are normalized here with dlt's naming convention, so two keys never meet as one column.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from functools import lru_cache
+from typing import Any, Dict, List, Mapping, Optional
 
 import pendulum
 import pyarrow as pa
+from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from .settings import PROJECT_COLUMN, TColumns
 
 VARIANT_SUFFIX = "__v_text"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Unix seconds of 0001-01-01 and of 1e11 (year 5138): larger values are taken for milliseconds.
+TIMESTAMP_MIN, TIMESTAMP_MAX = -62_135_596_800, 100_000_000_000
 
 _ARROW_TYPES = {
     "text": pa.string(),
+    "json": pa.string(),
     "double": pa.float64(),
     "bigint": pa.int64(),
     "bool": pa.bool_(),
     "timestamp": pa.timestamp("us", tz="UTC"),
 }
+_NAMING = NamingConvention()
+
+
+@lru_cache(maxsize=4096)
+def column_name(key: str) -> str:
+    """A key as dlt names its column (`Train Loss` -> `train_loss`); `__` stays a separator."""
+    return _NAMING.normalize_path(str(key)) or "_"
+
+
+NUMERIC_PREFIXES = ("metrics__", "data__")  # checkpoint metrics and event data hold numbers
+
+
+def column_type(declared: TColumns, name: str) -> str:
+    """The one type decision: the declared type, else the rule for unknown columns (a key under
+    `metrics` or `data` is a double, anything else text)."""
+    column = declared.get(name)
+    if column is not None:
+        return str(column["data_type"])
+    if name.endswith(VARIANT_SUFFIX) or not name.startswith(NUMERIC_PREFIXES):
+        return "text"
+    return "double"
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _as_text(value: Any) -> str:
+def _json_safe(value: Any) -> bool:
+    """JSON that every loader writes as is: no integers beyond 64 bits, no NaN or infinity."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return True
+    if isinstance(value, int):
+        return INT64_MIN <= value <= INT64_MAX
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _json_safe(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_json_safe(v) for v in value)
+    return False
+
+
+def as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
 
-def _put(row: Dict[str, Any], column: str, value: Any, data_type: str) -> None:
-    """Store `value` under `column` if it fits `data_type`, else in the variant column."""
+def fit(value: Any, data_type: str) -> Any:
+    """`value` converted to `data_type`, or `_MISFIT` when it does not fit. Timestamps become UTC
+    microseconds (Arrow) here; `put_job` turns them into datetimes for dlt's normalizer."""
+    if data_type == "text":
+        return value if isinstance(value, str) else as_text(value)
+    if data_type == "double":
+        if _is_number(value) and math.isfinite(value) and (isinstance(value, float) or float(value) == value):
+            return float(value)
+        return _MISFIT
+    if data_type == "bigint":
+        if isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX:
+            return value
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
+            return int(value)
+        return _MISFIT
+    if data_type == "timestamp":
+        if _is_number(value) and math.isfinite(value) and TIMESTAMP_MIN <= value < TIMESTAMP_MAX:
+            return round(value * 1_000_000)
+        return _MISFIT
+    if data_type == "json":
+        return value if isinstance(value, (Mapping, list)) and _json_safe(value) else _MISFIT
+    if data_type == "bool":
+        return value if isinstance(value, bool) else _MISFIT
+    return _MISFIT
+
+
+class _Misfit:
+    def __repr__(self) -> str:
+        return "<misfit>"
+
+
+_MISFIT = _Misfit()
+
+
+def put(row: Dict[str, Any], column: str, value: Any, data_type: str, misfits: Optional[List[str]] = None) -> None:
+    """Store `value` under `column` if it fits `data_type`, else as text in the variant column."""
     if value is None:
-        row[column] = None
+        row.setdefault(column, None)
         return
-    if data_type == "double" and _is_number(value):
-        row[column] = float(value)
-    elif data_type in ("bigint", "timestamp") and _is_number(value) and float(value).is_integer():
-        row[column] = int(value)
-    elif data_type == "text" and isinstance(value, str):
-        row[column] = value
-    elif data_type == "text":
-        row[column] = _as_text(value)
+    converted = fit(value, data_type)
+    if converted is _MISFIT:
+        row[column + VARIANT_SUFFIX] = as_text(value)
+        if misfits is not None:
+            misfits.append(column)
     else:
-        row[column + VARIANT_SUFFIX] = _as_text(value)
+        row[column] = converted
 
 
 def flatten(
@@ -59,37 +135,40 @@ def flatten(
     nested: str,
     project: str,
     extra: Optional[Mapping[str, Any]] = None,
+    misfits: Optional[List[str]] = None,
 ) -> Dict[str, Any]:
-    """One API object -> one flat row. `nested` names the object whose keys become `<nested>__<key>`
-    (checkpoint `metrics`, event `data`); unknown keys there are numbers (double) or variants; unknown
-    top-level keys are kept as text (JSON for structures)."""
+    """One API object -> one flat row of Arrow-ready values. `nested` names the object whose keys become
+    `<nested>__<key>` (checkpoint `metrics`, event `data`)."""
     row: Dict[str, Any] = {PROJECT_COLUMN: project}
     for key, value in obj.items():
         if key == nested and isinstance(value, Mapping):
             for sub_key, sub_value in value.items():
-                column = f"{nested}__{sub_key}"
-                _put(row, column, sub_value, declared.get(column, {}).get("data_type", "double"))
-        elif key == nested and value is not None:
-            row[nested + VARIANT_SUFFIX] = _as_text(value)
+                column = f"{nested}__{column_name(sub_key)}"
+                put(row, column, sub_value, column_type(declared, column), misfits)
+        elif key == nested:
+            if value is not None:  # `data: null` adds no column
+                put(row, nested + VARIANT_SUFFIX, value, "text", misfits)
         else:
-            _put(row, key, value, declared.get(key, {}).get("data_type", "text"))
+            column = column_name(key)
+            put(row, column, value, column_type(declared, column), misfits)
     if extra:
         row.update(extra)
     return row
 
 
 def to_arrow(rows: List[Dict[str, Any]], declared: TColumns) -> pa.Table:
-    """Rows -> an Arrow table with every declared column (nulls where absent) plus the extra ones."""
+    """Rows -> an Arrow table with every declared column (nulls where absent) plus the extra ones, each
+    typed by `column_type`: the same decision `flatten` stored the values by."""
     names: Dict[str, None] = dict.fromkeys(declared)
     for row in rows:
         names.update(dict.fromkeys(row))
     arrays = []
     fields = []
     for name in names:
-        data_type = declared.get(name, {}).get("data_type") or _infer(name)
+        data_type = column_type(declared, name)
         values = [row.get(name) for row in rows]
         if data_type == "timestamp":
-            array = pa.array(values, pa.int64()).cast(pa.timestamp("s", tz="UTC")).cast(_ARROW_TYPES["timestamp"])
+            array = pa.array(values, pa.int64()).cast(_ARROW_TYPES["timestamp"])
         else:
             array = pa.array(values, _ARROW_TYPES[data_type])
         arrays.append(array)
@@ -97,41 +176,37 @@ def to_arrow(rows: List[Dict[str, Any]], declared: TColumns) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def _infer(name: str) -> str:
-    # Unknown nested keys (a metric the API adds later) hold numbers; anything else unknown is text.
-    if name.endswith(VARIANT_SUFFIX) or "__" not in name:
-        return "text"
-    return "double"
+_JOB_NESTED = ("error", "hyperparameters", "method")
+_JOB_TIMESTAMPS = ("created_at", "finished_at", "estimated_finish")
 
 
-def flatten_job(job: Mapping[str, Any], *, project: str) -> Dict[str, Any]:
-    """A job -> a row for dlt's normalizer. Known nested objects are flattened here because the jobs table
-    keeps unknown structures as JSON (max_table_nesting=0); timestamps become UTC datetimes."""
+def flatten_job(
+    job: Mapping[str, Any], declared: TColumns, *, project: str, misfits: Optional[List[str]] = None
+) -> Dict[str, Any]:
+    """A job -> a row for dlt's normalizer: known nested objects flattened (`error__code`), unknown keys
+    as text (JSON for structures), timestamps as UTC datetimes; odd values to `__v_text`."""
     row: Dict[str, Any] = {PROJECT_COLUMN: project}
     for key, value in job.items():
-        if key in ("error", "hyperparameters", "method") and isinstance(value, Mapping):
+        if key in _JOB_NESTED and isinstance(value, Mapping):
             for sub_key, sub_value in value.items():
-                row[f"{key}__{sub_key}"] = sub_value
-        elif key in ("error", "hyperparameters", "method") and value is None:
+                column = f"{key}__{column_name(sub_key)}"
+                put(row, column, sub_value, column_type(declared, column), misfits)
+        elif key in _JOB_NESTED and value is None:
             continue
-        elif key == "user_provided_suffix":
-            row["suffix"] = value
-        elif key in ("created_at", "finished_at", "estimated_finish") and _is_number(value):
-            row[key] = pendulum.from_timestamp(value, tz="UTC")
         else:
-            row[key] = value
-    for key in ("hyperparameters__n_epochs", "hyperparameters__batch_size", "hyperparameters__learning_rate_multiplier"):
-        if key in row and row[key] is not None and not isinstance(row[key], str):
-            row[key] = _as_text(row[key])
+            column = "suffix" if key == "user_provided_suffix" else column_name(key)
+            put(row, column, value, column_type(declared, column), misfits)
+    for column in _JOB_TIMESTAMPS:
+        if isinstance(row.get(column), int):
+            row[column] = pendulum.from_timestamp(row[column] / 1_000_000, tz="UTC")
     return row
 
 
-def iter_batches(rows: Iterable[Dict[str, Any]], size: int) -> Iterable[List[Dict[str, Any]]]:
-    batch: List[Dict[str, Any]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def misfit_warning(table: str, job_id: str, columns: List[str]) -> str:
+    names = ", ".join(sorted(set(columns)))
+    return (
+        f"{table}: job {job_id}: value(s) that do not fit column(s) {names} were loaded as text into"
+        f" {', '.join(sorted({c + VARIANT_SUFFIX for c in columns}))}"
+    )
+
+

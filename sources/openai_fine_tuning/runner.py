@@ -15,9 +15,12 @@ import dlt
 from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.exceptions import PipelineStepFailed
 
+from dlt.common.exceptions import SignalReceivedException
+
 from . import settings
-from .client import ClientSettings, FineTuningClient
-from .exceptions import ConfigurationError, PipelineLockedError
+from .client import ClientSettings
+from .exceptions import ConfigurationError, PipelineLockedError, RunInterrupted, exception_chain
+from .stats import JobFailure, RunStats
 from .views import create_views
 
 logger = logging.getLogger(__name__)
@@ -34,6 +37,7 @@ class RunSummary:
     retries: int = 0
     seconds: float = 0.0
     views: List[str] = field(default_factory=list)
+    failures: List[JobFailure] = field(default_factory=list)
 
     def line(self) -> str:
         rows = ", ".join(f"{table} {count}" for table, count in sorted(self.rows.items())) or "no rows"
@@ -135,11 +139,13 @@ def run_source(
     pipeline: dlt.Pipeline,
     source: Any,
     *,
-    clients: Sequence[FineTuningClient] = (),
+    stats: Optional[RunStats] = None,
     project: str = settings.DEFAULT_PROJECT,
     lock: bool = True,
+    views: bool = True,
 ) -> RunSummary:
-    """Run the source through the pipeline under the lock, create the views, and summarise."""
+    """Run the source through the pipeline under the lock, create the views, and summarise. Raises what
+    the run raised (`load` turns it into an outcome)."""
     started = time.perf_counter()
     with pipeline_lock(pipeline) if lock else nullcontext():
         kwargs: Dict[str, Any] = {"loader_file_format": loader_file_format(pipeline)}
@@ -150,18 +156,18 @@ def run_source(
         try:
             info: LoadInfo = pipeline.run(source, **kwargs)
         except PipelineStepFailed as exc:
-            if exc.step in ("normalize", "load"):
+            if exc.step in ("normalize", "load") and not _interrupted(exc):
                 _forget_unloaded_state(pipeline, "the load failed after extraction")
             raise
-        views: List[str] = []
-        if pipeline.destination.destination_name != "filesystem":
-            views = create_views(pipeline)
+        created: List[str] = []
+        if views and pipeline.destination.destination_name != "filesystem":
+            created = create_views(pipeline)
     summary = RunSummary(
         project=project,
         destination=pipeline.destination.destination_name,
         dataset=pipeline.dataset_name,
         location=_location(pipeline, info),
-        views=views,
+        views=created,
     )
     trace = pipeline.last_trace
     if trace is not None and trace.last_normalize_info is not None:
@@ -170,10 +176,16 @@ def run_source(
             for table, count in trace.last_normalize_info.row_counts.items()
             if not table.startswith("_dlt")
         }
-    summary.requests = sum(c.request_count for c in clients)
-    summary.retries = sum(c.retry_count for c in clients)
+    if stats is not None:
+        summary.requests = stats.requests
+        summary.retries = stats.retries
+        summary.failures = list(stats.failures)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _interrupted(exc: BaseException) -> bool:
+    return any(isinstance(e, (RunInterrupted, SignalReceivedException)) for e in exception_chain(exc))
 
 
 def _finish_interrupted_load(pipeline: dlt.Pipeline) -> None:
@@ -207,40 +219,3 @@ def _location(pipeline: dlt.Pipeline, info: LoadInfo) -> str:
     if pipeline.destination.destination_name == "duckdb":
         return os.path.relpath(str(description).replace("duckdb:///", "")) if description else "duckdb"
     return str(description)
-
-
-@dataclass
-class ProjectFailure:
-    project: str
-    error: BaseException
-
-
-def load_projects(
-    pipeline: dlt.Pipeline,
-    projects: Sequence[Tuple[str, ClientSettings]],
-    *,
-    job_ids: Optional[Sequence[str]] = None,
-    resources: Optional[Sequence[str]] = None,
-) -> Tuple[List[RunSummary], List[ProjectFailure]]:
-    """Load each project in turn into the one dataset, each in its own dlt run: a failing project loses
-    nothing of the others (its own state does not move) and is reported at the end. With one project a
-    failure is raised as is."""
-    from . import openai_fine_tuning
-
-    summaries: List[RunSummary] = []
-    failures: List[ProjectFailure] = []
-    with pipeline_lock(pipeline):
-        for name, client_settings in projects:
-            try:
-                with FineTuningClient(client_settings) as client:
-                    source = openai_fine_tuning(
-                        client=client, job_ids=list(job_ids) if job_ids else None,
-                        resources=list(resources) if resources else None, project_name=name,
-                    )
-                    summaries.append(run_source(pipeline, source, clients=[client], project=name, lock=False))
-            except Exception as exc:  # reported per project; the others still load
-                if len(projects) == 1:
-                    raise
-                logger.warning("project %s failed; going on with the others", name)
-                failures.append(ProjectFailure(name, exc))
-    return summaries, failures

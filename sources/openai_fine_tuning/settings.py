@@ -24,6 +24,9 @@ DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_MAX_ATTEMPTS = 6
 DEFAULT_MAX_RETRY_WAIT = 60.0
 DEFAULT_BACKOFF_INITIAL = 0.5
+DEFAULT_MAX_PAGES = 10_000  # per list: a list that never ends stops here
+DEFAULT_RECONCILE_INTERVAL_HOURS = 24.0
+FUTURE_TOLERANCE_SECONDS = 86_400  # the frontier never moves to a created_at more than a day ahead
 # After this many consecutive 404s on a job that is still open in state, the job is marked gone.
 MAX_MISSES = 3
 

@@ -1,12 +1,28 @@
-"""SQL views created in the dataset after each load; plain SQL that DuckDB and PostgreSQL both run.
+"""SQL views created in the dataset after each load, in the destination's own SQL dialect.
+
+Each view has one definition, written below in PostgreSQL syntax and rendered with sqlglot for the
+destination's dialect (dlt's destination capabilities name it; for dlt's `sqlalchemy` destination the
+engine does). Two things sqlglot does not translate are built here per dialect: the seconds between two
+timestamps (`duration_seconds(a, b)`), and where a view may name its tables (SQLite: unqualified, inside
+the view's own attached database). `NULLS LAST` sqlglot renders per dialect (MySQL/MariaDB and T-SQL get a
+`CASE` that sorts NULLs last).
 
 Best checkpoint rule: among a job's checkpoints, the lowest `full_valid_loss` if any has one; else the
 lowest `valid_loss`; else the lowest `train_loss`; ties go to the higher `step_number`.
+
+A view that cannot be created is logged as a warning (view, destination, reason) and skipped, never raised:
+the data of a committed load stays committed and the run succeeds.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+import logging
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import sqlglot
+from sqlglot import exp
+
+logger = logging.getLogger(__name__)
 
 BEST_CHECKPOINT_SQL = """
 SELECT fine_tuning_job_id, id AS checkpoint_id, fine_tuned_model_checkpoint, step_number, created_at,
@@ -29,7 +45,7 @@ FROM (
                         WHEN COUNT(c.metrics__valid_loss) OVER (PARTITION BY c.fine_tuning_job_id) > 0 THEN 'valid_loss'
                         WHEN COUNT(c.metrics__train_loss) OVER (PARTITION BY c.fine_tuning_job_id) > 0 THEN 'train_loss'
                    END AS best_by
-            FROM {dataset}.checkpoints c
+            FROM checkpoints c
         ) k
     ) r
 ) ranked
@@ -40,17 +56,16 @@ JOB_SUMMARY_SQL = """
 SELECT j.id AS fine_tuning_job_id, j.openai_project, j.status, j.model AS base_model, j.suffix,
        j.fine_tuned_model, j.hyperparameters__n_epochs AS n_epochs, j.trained_tokens,
        j.created_at, j.finished_at,
-       CASE WHEN j.finished_at IS NOT NULL
-            THEN EXTRACT(EPOCH FROM (j.finished_at - j.created_at)) END AS duration_seconds,
+       CASE WHEN j.finished_at IS NOT NULL THEN duration_seconds(j.created_at, j.finished_at) END AS duration_seconds,
        COALESCE(n.checkpoints, 0) AS checkpoints,
        b.checkpoint_id AS best_checkpoint_id, b.fine_tuned_model_checkpoint AS best_checkpoint_model,
        b.step_number AS best_step, b.best_by, b.best_value,
        b.metrics__train_loss AS best_train_loss, b.metrics__valid_loss AS best_valid_loss,
        b.metrics__full_valid_loss AS best_full_valid_loss
-FROM {dataset}.jobs j
-LEFT JOIN (SELECT fine_tuning_job_id, COUNT(*) AS checkpoints FROM {dataset}.checkpoints GROUP BY fine_tuning_job_id) n
+FROM jobs j
+LEFT JOIN (SELECT fine_tuning_job_id, COUNT(*) AS checkpoints FROM checkpoints GROUP BY fine_tuning_job_id) n
        ON n.fine_tuning_job_id = j.id
-LEFT JOIN {dataset}.best_checkpoints b ON b.fine_tuning_job_id = j.id
+LEFT JOIN best_checkpoints b ON b.fine_tuning_job_id = j.id
 """
 
 TRAINING_CURVE_SQL = """
@@ -60,7 +75,7 @@ SELECT fine_tuning_job_id, 'checkpoint' AS source, step_number AS step,
        metrics__train_mean_token_accuracy AS train_mean_token_accuracy,
        metrics__valid_mean_token_accuracy AS valid_mean_token_accuracy,
        created_at
-FROM {dataset}.checkpoints
+FROM checkpoints
 """
 
 TRAINING_CURVE_EVENTS_SQL = """
@@ -68,46 +83,172 @@ UNION ALL
 SELECT fine_tuning_job_id, 'event' AS source, data__step AS step,
        data__train_loss, data__valid_loss, data__full_valid_loss,
        data__train_mean_token_accuracy, data__valid_mean_token_accuracy, created_at
-FROM {dataset}.events
+FROM events
 WHERE type = 'metrics' AND data__step IS NOT NULL
 """
 
 VIEW_NAMES = ("best_checkpoints", "job_summary", "training_curve")
+TABLE_NAMES = ("jobs", "checkpoints", "events")
+CREATE_ORDER = ("best_checkpoints", "training_curve", "job_summary")  # a view after the views it reads
+DROP_ORDER = ("job_summary", "training_curve", "best_checkpoints")
+
+# Seconds from `a` to `b` (both timestamps), per sqlglot dialect; {a} and {b} are filled in.
+DURATION_SECONDS: Dict[str, str] = {
+    "postgres": "EXTRACT(EPOCH FROM {b}) - EXTRACT(EPOCH FROM {a})",
+    "redshift": "DATEDIFF(second, {a}, {b})",
+    "duckdb": "EPOCH({b}) - EPOCH({a})",
+    "mysql": "TIMESTAMPDIFF(SECOND, {a}, {b})",
+    "sqlite": "CAST(STRFTIME('%s', {b}) AS INTEGER) - CAST(STRFTIME('%s', {a}) AS INTEGER)",
+    "bigquery": "TIMESTAMP_DIFF({b}, {a}, SECOND)",
+    "snowflake": "DATEDIFF(second, {a}, {b})",
+    "databricks": "UNIX_TIMESTAMP({b}) - UNIX_TIMESTAMP({a})",
+    "spark": "UNIX_TIMESTAMP({b}) - UNIX_TIMESTAMP({a})",
+    "clickhouse": "dateDiff('second', {a}, {b})",
+    "tsql": "DATEDIFF_BIG(second, {a}, {b})",
+    "athena": "DATE_DIFF('second', {a}, {b})",
+    "trino": "DATE_DIFF('second', {a}, {b})",
+}
+# dlt's sqlalchemy destination: the SQLAlchemy dialect name -> sqlglot's
+_SQLALCHEMY_DIALECTS = {"mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite", "postgresql": "postgres", "mssql": "tsql", "oracle": "oracle"}
 
 
-def view_statements(dataset: str, *, tables: List[str]) -> List[str]:
-    """DROP + CREATE statements for the views whose tables exist (`tables`: table names present)."""
-    statements: List[str] = []
+def definitions(tables: Sequence[str]) -> Dict[str, str]:
+    """The views whose tables are present (`tables`: table names with data), by name."""
+    views: Dict[str, str] = {}
     if "checkpoints" not in tables:
-        return statements
-    definitions: Dict[str, str] = {"best_checkpoints": BEST_CHECKPOINT_SQL, "training_curve": TRAINING_CURVE_SQL}
-    if "events" in tables:
-        definitions["training_curve"] = TRAINING_CURVE_SQL + TRAINING_CURVE_EVENTS_SQL
+        return views
+    views["best_checkpoints"] = BEST_CHECKPOINT_SQL
+    views["training_curve"] = TRAINING_CURVE_SQL + (TRAINING_CURVE_EVENTS_SQL if "events" in tables else "")
     if "jobs" in tables:
-        definitions["job_summary"] = JOB_SUMMARY_SQL
-    for name in ("job_summary", "training_curve", "best_checkpoints"):
-        statements.append(f"DROP VIEW IF EXISTS {dataset}.{name}")
-    for name in ("best_checkpoints", "training_curve", "job_summary"):
-        if name in definitions:
-            statements.append(f"CREATE VIEW {dataset}.{name} AS {definitions[name].format(dataset=dataset)}")
+        views["job_summary"] = JOB_SUMMARY_SQL
+    return views
+
+
+def qualified(dataset: str) -> Callable[[str], exp.Table]:
+    """`dataset.name`."""
+    return lambda name: exp.Table(this=exp.to_identifier(name), db=exp.to_identifier(dataset))
+
+
+def unqualified(name: str) -> exp.Table:
+    """SQLite: a view names the tables of its own (attached) database without a schema."""
+    return exp.Table(this=exp.to_identifier(name))
+
+
+def default_qualifier(dataset: str, dialect: str) -> Callable[[str], exp.Table]:
+    """How a view names its tables: `dataset.table`, except in SQLite (unqualified)."""
+    return unqualified if dialect == "sqlite" else qualified(dataset)
+
+
+def render_select(sql: str, dialect: str, qualify: Callable[[str], exp.Table]) -> exp.Expression:
+    """A view body parsed from PostgreSQL syntax, with its tables qualified and durations built for
+    `dialect`."""
+    if dialect not in DURATION_SECONDS:
+        raise ValueError(f"no duration expression for SQL dialect {dialect!r}")
+    tree = sqlglot.parse_one(sql, read="postgres")
+    names = set(TABLE_NAMES) | set(VIEW_NAMES)
+    for table in list(tree.find_all(exp.Table)):
+        if not table.db and table.name in names:
+            replacement = qualify(table.name)
+            if table.alias:
+                replacement.set("alias", table.args["alias"])
+            table.replace(replacement)
+    for call in list(tree.find_all(exp.Anonymous)):
+        if call.name.lower() == "duration_seconds":
+            a, b = (argument.sql(dialect=dialect) for argument in call.expressions)
+            duration = sqlglot.parse_one(DURATION_SECONDS[dialect].format(a=a, b=b), read=dialect)
+            call.replace(exp.Paren(this=duration))
+    return tree
+
+
+def view_statements(
+    dialect: str,
+    qualify: Callable[[str], exp.Table],
+    *,
+    tables: Sequence[str],
+    target: Optional[Callable[[str], exp.Table]] = None,
+) -> List[tuple]:
+    """(view name, DROP statement or None, CREATE statement or None) in order: the drops of every view
+    first (dependents first), then the creates of the views whose tables exist. `qualify` names tables
+    inside a view, `target` (default: the same) the view that DROP and CREATE act on."""
+    target = target or qualify
+    views = definitions(tables)
+    statements: List[tuple] = []
+    for name in DROP_ORDER:
+        drop = exp.Drop(this=target(name), kind="VIEW", exists=True)
+        statements.append((name, drop.sql(dialect=dialect), None))
+    for name in CREATE_ORDER:
+        if name in views:
+            create = exp.Create(this=target(name), kind="VIEW", expression=render_select(views[name], dialect, qualify))
+            statements.append((name, None, create.sql(dialect=dialect)))
     return statements
 
 
+def destination_dialect(pipeline: Any, client: Any = None) -> Optional[str]:
+    """sqlglot's name for the SQL the pipeline's destination speaks; None when it speaks none we know."""
+    dialect = pipeline.destination.capabilities().sqlglot_dialect
+    if dialect:
+        return str(dialect)
+    engine = getattr(client, "engine", None)
+    if engine is not None:
+        return _SQLALCHEMY_DIALECTS.get(engine.dialect.name)
+    return None
+
+
+def _tables_present(pipeline: Any, client: Any) -> List[str]:
+    from .warehouse import table_exists
+
+    schema = pipeline.default_schema.tables if pipeline.default_schema_name else {}
+    candidates = [name for name in TABLE_NAMES if name in schema and schema[name].get("columns")]
+    if not candidates or not client.has_dataset():
+        return []
+    return [name for name in candidates if table_exists(client, name)]
+
+
 def create_views(pipeline: Any) -> List[str]:
-    """Create the views in the pipeline's dataset (SQL destinations only). Returns the names created."""
-    tables = [name for name in ("jobs", "checkpoints", "events")
-              if name in pipeline.default_schema.tables and pipeline.default_schema.tables[name].get("columns")]
-    with pipeline.sql_client() as client:
-        dataset = client.fully_qualified_dataset_name()
-        existing = _existing_tables(client, pipeline.dataset_name)
-        statements = view_statements(dataset, tables=[t for t in tables if t in existing])
-        for statement in statements:
-            client.execute_sql(statement)
-    return [s.split(" AS ", 1)[0].rsplit(".", 1)[-1] for s in statements if s.startswith("CREATE")]
+    """Create (drop and re-create) the views in the pipeline's dataset, in its destination's dialect.
+    Returns the names of the views created; a view that cannot be created is a warning, never an error."""
+    where = pipeline.destination.destination_name
+    try:
+        client_context = pipeline.sql_client()
+    except Exception as exc:  # no SQL (filesystem, vector stores)
+        logger.info("no views on destination %s: %s", where, exc)
+        return []
+    created: List[str] = []
+    with client_context as client:
+        dialect = destination_dialect(pipeline, client)
+        if dialect not in DURATION_SECONDS:
+            logger.warning("views were not created on destination %s: its SQL dialect (%s) is not supported", where, dialect)
+            return []
+        tables = _tables_present(pipeline, client)
+        target = _client_qualifier(client, dialect)
+        qualify = unqualified if dialect == "sqlite" else target
+        failed: set = set()
+        for name, drop, create in view_statements(dialect, qualify, tables=tables, target=target):
+            statement = drop or create
+            if create is not None and _depends_on_failed(name, failed):
+                logger.warning("view %s was not created on %s: it reads %s, which was not created", name, where, ", ".join(sorted(failed)))
+                continue
+            try:
+                client.execute_sql(statement)
+            except Exception as exc:  # one view's failure never turns a committed load into a failed run
+                failed.add(name)
+                reason = " ".join(str(exc).split())[:300]
+                action = "dropped" if drop else "created"
+                logger.warning("view %s was not %s on %s (%s): %s", name, action, where, dialect, reason)
+                continue
+            if create is not None:
+                created.append(name)
+    return created
 
 
-def _existing_tables(client: Any, dataset_name: str) -> List[str]:
-    rows = client.execute_sql(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", dataset_name
-    )
-    return [row[0] for row in rows or []]
+def _depends_on_failed(name: str, failed: set) -> bool:
+    return name == "job_summary" and "best_checkpoints" in failed
+
+
+def _client_qualifier(client: Any, dialect: str) -> Callable[[str], exp.Table]:
+    """Table names as the destination's client spells them (ClickHouse prefixes them with the dataset)."""
+
+    def qualify(name: str) -> exp.Table:
+        return exp.to_table(client.make_qualified_table_name(name), dialect=dialect)
+
+    return qualify

@@ -1,0 +1,232 @@
+"""`load`: the one way to run a load. The CLI, the `pipelines/` script, the Airflow DAG, the demo and the
+tests all call it.
+
+It owns what a plain `pipeline.run(openai_fine_tuning())` does not: the lock, the recovery of a load
+package an interrupted run left, a destination preflight before any API request, one dlt run per project
+into the same dataset, the views, the summary, SIGINT/SIGTERM, and the outcome as an exit code:
+0 success, 1 failure, 2 configuration, 3 partial (jobs left for the next run), 130/143 interrupted;
+with several outcomes the worst wins (130/143 > 2 > 1 > 3 > 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
+
+import dlt
+import httpx
+from dlt.common.exceptions import SignalReceivedException
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from . import settings
+from .client import ClientSettings
+from .destinations import preflight
+from .exceptions import (
+    EXIT_CONFIGURATION,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    FineTuningSourceError,
+    RunInterrupted,
+    StateError,
+    exception_chain,
+    find_source_error,
+    worst_exit_code,
+)
+from .runner import RunSummary, pipeline_lock, run_source
+from .stats import JobFailure, RunStats
+from .views import create_views
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ProjectError:
+    project: str
+    error: BaseException
+    step: Optional[str] = None
+
+
+@dataclass
+class LoadResult:
+    """What a `load` did: one summary per project that loaded, the errors of those that did not, the jobs
+    left for the next run, and whether a signal stopped it."""
+
+    summaries: List[RunSummary] = field(default_factory=list)
+    errors: List[ProjectError] = field(default_factory=list)
+    interrupted: Optional[int] = None  # the signal number
+    interrupted_step: Optional[str] = None
+    views: List[str] = field(default_factory=list)
+
+    @property
+    def failed_jobs(self) -> List[JobFailure]:
+        return [failure for summary in self.summaries for failure in summary.failures]
+
+    @property
+    def exit_code(self) -> int:
+        codes = [EXIT_OK]
+        if self.interrupted is not None:
+            codes.append(EXIT_SIGTERM if self.interrupted == signal.SIGTERM else EXIT_SIGINT)
+        codes.extend(_exit_code_of(error.error) for error in self.errors)
+        if self.failed_jobs:
+            codes.append(EXIT_PARTIAL)
+        return worst_exit_code(codes)
+
+    def raise_first_error(self) -> None:
+        """For callers that want an exception (tests, a DAG task): the first project's error, as raised."""
+        if self.errors:
+            raise self.errors[0].error
+
+
+def _exit_code_of(error: BaseException) -> int:
+    own = find_source_error(error)
+    if own is not None:
+        return own.exit_code
+    from dlt.common.configuration.exceptions import ConfigurationException
+
+    if any(isinstance(e, ConfigurationException) for e in exception_chain(error)):
+        return EXIT_CONFIGURATION
+    return EXIT_FAILURE
+
+
+def load(
+    pipeline: dlt.Pipeline,
+    projects: Sequence[Tuple[str, ClientSettings]],
+    *,
+    job_ids: Optional[Sequence[str]] = None,
+    resources: Optional[Sequence[str]] = None,
+    reconcile: bool = False,
+    full_refresh: bool = False,
+    views: bool = True,
+    transport: Optional[httpx.BaseTransport] = None,
+) -> LoadResult:
+    """Load each project in turn into the pipeline's dataset, each in its own dlt run: a failing project
+    loses nothing of the others (its own state does not move). Never raises for a failed run: the result
+    carries the errors and the exit code."""
+    from . import openai_fine_tuning
+
+    result = LoadResult()
+    with _signals_raise_interrupted():
+        try:
+            preflight(pipeline)
+            with pipeline_lock(pipeline):
+                for name, client_settings in projects:
+                    stats = RunStats()
+                    source = openai_fine_tuning(
+                        settings=client_settings, job_ids=list(job_ids) if job_ids else None,
+                        resources=list(resources) if resources else None, project_name=name,
+                        reconcile=reconcile, full_refresh=full_refresh, transport=transport, stats=stats,
+                    )
+                    try:
+                        result.summaries.append(run_source(pipeline, source, stats=stats, project=name, lock=False, views=False))
+                    except Exception as exc:
+                        signum = _signal_in(exc)
+                        if signum is not None:
+                            result.interrupted, result.interrupted_step = signum, _step_of(exc)
+                            break
+                        result.errors.append(ProjectError(name, _explain_state_error(exc, pipeline), _step_of(exc)))
+                        if len(projects) > 1:
+                            logger.warning("project %s failed; going on with the others", name)
+                if views and result.summaries and result.interrupted is None and pipeline.destination.destination_name != "filesystem":
+                    result.views = create_views(pipeline)
+        except RunInterrupted as exc:
+            result.interrupted = exc.signum
+        except Exception as exc:  # before or around the runs: the lock, the preflight
+            signum = _signal_in(exc)
+            if signum is not None:
+                result.interrupted = signum
+            else:
+                result.errors.append(ProjectError("", exc, _step_of(exc)))
+    return result
+
+
+def interrupted_message(result: LoadResult) -> str:
+    name = signal.Signals(result.interrupted or signal.SIGINT).name
+    if result.interrupted_step == "extract":
+        what = "while reading the API: nothing of this run was committed; the next run reads it again"
+    elif result.interrupted_step in ("normalize", "load"):
+        what = "while loading: the next run first finishes loading what this run read"
+    else:
+        what = "what was committed stays; the next run goes on from there"
+    return f"interrupted by {name} {what}"
+
+
+def partial_message(result: LoadResult) -> str:
+    jobs = list(dict.fromkeys(failure.job_id for failure in result.failed_jobs))
+    shown = ", ".join(jobs[:10]) + (f" and {len(jobs) - 10} more" if len(jobs) > 10 else "")
+    return f"partial: {len(jobs)} job(s) could not be read; they are read again next run: {shown}"
+
+
+def _signal_in(exc: BaseException) -> Optional[int]:
+    for current in exception_chain(exc):
+        if isinstance(current, RunInterrupted):
+            return current.signum
+        if isinstance(current, SignalReceivedException):
+            return int(current.signal_code)
+    return None
+
+
+def _step_of(exc: BaseException) -> Optional[str]:
+    return next((e.step for e in exception_chain(exc) if isinstance(e, PipelineStepFailed)), None)
+
+
+def _explain_state_error(exc: Exception, pipeline: dlt.Pipeline) -> Exception:
+    """A StateError names where the state came from and the fix."""
+    from .state import FULL_REFRESH_HINT
+
+    state_error = next((e for e in exception_chain(exc) if isinstance(e, StateError)), None)
+    if state_error is None:
+        return exc
+    local = os.path.join(pipeline.working_dir, "state.json")
+    where = f"the local state in {local}" if os.path.exists(local) else "the state restored from the destination"
+    fix = "" if state_error.newer else f"; {FULL_REFRESH_HINT}"
+    return StateError(f"{where} of pipeline {pipeline.pipeline_name} is not usable: {state_error}{fix}", newer=state_error.newer)
+
+
+@contextmanager
+def _signals_raise_interrupted() -> Iterator[None]:
+    """SIGINT and SIGTERM raise `RunInterrupted` in the main thread (dlt intercepts them itself during
+    normalize and load, and raises its SignalReceivedException at a safe point)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise RunInterrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def resolve_projects(overrides: Optional[dict] = None, only: Optional[Sequence[str]] = None) -> List[Tuple[str, ClientSettings]]:
+    """The configured projects ([sources.openai_fine_tuning.projects.<name>]) or the one default account."""
+    from .config import configured_projects, project_settings, resolve_settings
+    from .exceptions import ConfigurationError
+
+    names = configured_projects()
+    if only:
+        unknown = [name for name in only if name not in names]
+        if unknown:
+            known = ", ".join(names) or "none"
+            raise ConfigurationError(
+                f"unknown project(s) {', '.join(unknown)}: configured are {known}"
+                " ([sources.openai_fine_tuning.projects.<name>] in .dlt/config.toml and .dlt/secrets.toml)"
+            )
+        names = list(only)
+    if names:
+        return [(name, project_settings(name, overrides)) for name in names]
+    return [(settings.DEFAULT_PROJECT, resolve_settings(overrides))]
+
+
+__all__ = ["load", "LoadResult", "ProjectError", "resolve_projects", "interrupted_message", "partial_message", "FineTuningSourceError"]

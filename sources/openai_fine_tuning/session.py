@@ -1,0 +1,176 @@
+"""What the resources of one source invocation share: the HTTP client, the typed state, the job listing.
+
+The client is created when the first resource starts and closed when the last one ends, in the resources'
+`finally` (dlt runs it on success, failure and interruption), so a plain `pipeline.run(source)` leaks no
+socket. The state is read (and migrated) from dlt's source state when first needed, inside the extract
+step, and written back when each resource ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Set
+
+import dlt
+import httpx
+
+from .catalog import JobCatalog, ResourcePlan
+from .client import ClientSettings, FineTuningClient
+from .exceptions import StateError
+from .state import ProjectState, ResourceState, SourceState, read_state, write_state
+from .stats import RunStats
+from .warehouse import KnownIdsUnavailable, known_job_ids
+
+logger = logging.getLogger(__name__)
+
+
+class Session:
+    def __init__(
+        self,
+        settings: Callable[[], ClientSettings],
+        *,
+        project_name: str,
+        resources: List[str],
+        job_ids: Optional[List[str]],
+        reconcile: bool,
+        full_refresh: bool,
+        transport: Optional[httpx.BaseTransport],
+        stats: RunStats,
+    ) -> None:
+        self._settings_factory = settings
+        self._settings: Optional[ClientSettings] = None
+        self.project_name = project_name
+        self.resources = resources
+        self.job_ids = job_ids
+        self.reconcile_asked = reconcile
+        self.full_refresh = full_refresh
+        self.transport = transport
+        self.stats = stats
+        self.started_at = time.time()
+        self._lock = threading.Lock()
+        self._client: Optional[FineTuningClient] = None
+        self._users = 0
+        self._state: Optional[SourceState] = None
+        self._raw: Optional[Dict[str, Any]] = None
+        self._catalog: Optional[JobCatalog] = None
+        self._reported = False
+
+    # -- client lifecycle ---------------------------------------------------------------------------
+    @property
+    def settings(self) -> ClientSettings:
+        if self._settings is None:
+            self._settings = self._settings_factory()
+        return self._settings
+
+    def acquire(self) -> None:
+        with self._lock:
+            self._users += 1
+
+    def client(self) -> FineTuningClient:
+        with self._lock:
+            if self._client is None:
+                self._client = FineTuningClient(self.settings, transport=self.transport, stats=self.stats)
+            return self._client
+
+    def release(self, *, failed: bool) -> None:
+        """A resource ended. The last one closes the client; after a failure requests in flight stop."""
+        with self._lock:
+            self._users -= 1
+            client = self._client
+            if failed and client is not None:
+                client.cancel()
+            if self._users > 0 or client is None:
+                return
+            self._client = None
+        client.close()
+        if not failed:
+            self._report()
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.cancel()
+
+    # -- state ----------------------------------------------------------------------------------------
+    def project_state(self) -> ProjectState:
+        if self._state is None:
+            raw = dlt.current.source_state()
+            if self.full_refresh:
+                state = read_state(raw) if _readable(raw) else SourceState()
+                state.projects[self.project_name] = ProjectState()
+            else:
+                state = read_state(raw)
+            self._raw, self._state = raw, state
+        return self._state.project(self.project_name)
+
+    def resource_state(self, name: str) -> ResourceState:
+        return self.project_state().resource(name)
+
+    def save_state(self) -> None:
+        if self._state is not None and self._raw is not None:
+            write_state(self._state, self._raw)
+
+    # -- the shared listing ---------------------------------------------------------------------------
+    def catalog(self) -> JobCatalog:
+        if self._catalog is None:
+            project = self.project_state()
+            states = [self.resource_state(name) for name in self.resources]
+            self._catalog = JobCatalog(
+                self.client,
+                started_at=self.started_at,
+                job_ids=self.job_ids,
+                reconcile=self._reconcile_due(project, states),
+                known=self._known_ids,
+            )
+            self._catalog.configure(states)
+        return self._catalog
+
+    def _reconcile_due(self, project: ProjectState, states: List[ResourceState]) -> bool:
+        if self.job_ids:
+            return False
+        if self.reconcile_asked:
+            return True
+        if not any(state.frontier for state in states):
+            return False  # a backfill reads every job anyway
+        interval = self.settings.reconcile_interval_hours * 3600
+        return project.reconciled_at is None or self.started_at - project.reconciled_at >= interval
+
+    def _known_ids(self) -> Set[str]:
+        try:
+            return known_job_ids(dlt.current.pipeline(), self.project_name)
+        except KnownIdsUnavailable as exc:
+            logger.warning("reconciliation: %s; every listed job is read again", exc)
+            return set()
+
+    def plan(self, name: str) -> ResourcePlan:
+        return ResourcePlan(self.catalog(), self.resource_state(name), name)
+
+    def finish_resource(self) -> None:
+        """A resource read everything it planned: record a completed reconciliation, save the state."""
+        self.listing_finished()
+        self.save_state()
+
+    def listing_finished(self) -> None:
+        """Called when a resource ended: a complete listing that read every page is a reconciliation."""
+        catalog = self._catalog
+        if catalog is not None and catalog.complete and catalog.reads_every_page:
+            self.project_state().reconciled_at = self.started_at
+
+    def _report(self) -> None:
+        if self._reported or self._catalog is None:
+            return
+        self._reported = True
+        warning = self._catalog.missed_warning()
+        if warning:
+            logger.warning("%s", warning)
+            self.stats.reconciled[self.project_name] = len(self._catalog.missed)
+
+
+def _readable(raw: Dict[str, Any]) -> bool:
+    try:
+        read_state(raw)
+        return True
+    except StateError:
+        return False

@@ -1,0 +1,204 @@
+"""The incremental state: typed, versioned, behind one accessor.
+
+It lives in dlt's source state, so it is saved in the pipeline folder and in the destination
+(`_dlt_pipeline_state`) with every load, and restored by later versions of this package on other
+machines. Layout of version 2:
+
+    {"version": 2,
+     "projects": {<project name>: {
+         "reconciled_at": <unix seconds of the last complete reconciliation> | null,
+         "resources": {<"jobs" | "checkpoints" | "events">: {
+             "frontier": {"id", "created_at", "peers": [ids created in that same second]} | null,
+             "ordered": true,            # false once the jobs list was seen out of order: read it whole
+             "open": {<job id>: {"misses": <404s in a row>, "failures": <failed reads in a row>,
+                                 "newest_id": <newest event id loaded> | null}}}}}}}
+
+Version 1 (releases up to 0.1.0) had no `version` key and kept the resources directly under the project.
+`read_state` migrates it; a state of a newer version, or one that does not have this shape, raises
+`StateError` (exit 2) with the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, MutableMapping, Optional
+
+from .exceptions import StateError
+
+STATE_VERSION = 2
+FULL_REFRESH_HINT = "run `openai-fine-tuning load --full-refresh` to rebuild it (it re-reads the API and merges; no row is dropped)"
+
+
+@dataclass
+class Frontier:
+    """The newest job of the last complete, unfiltered listing."""
+
+    id: str
+    created_at: float
+    peers: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"id": self.id, "created_at": self.created_at, "peers": list(self.peers)}
+
+
+@dataclass
+class OpenJob:
+    """A job that must be read again: not finished, not read completely, or failing."""
+
+    misses: int = 0
+    failures: int = 0
+    newest_id: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        if self.misses:
+            out["misses"] = self.misses
+        if self.failures:
+            out["failures"] = self.failures
+        if self.newest_id:
+            out["newest_id"] = self.newest_id
+        return out
+
+
+@dataclass
+class ResourceState:
+    frontier: Optional[Frontier] = None
+    ordered: bool = True
+    open: Dict[str, OpenJob] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "frontier": self.frontier.to_dict() if self.frontier else None,
+            "ordered": self.ordered,
+            "open": {job_id: entry.to_dict() for job_id, entry in self.open.items()},
+        }
+
+
+@dataclass
+class ProjectState:
+    resources: Dict[str, ResourceState] = field(default_factory=dict)
+    reconciled_at: Optional[float] = None
+
+    def resource(self, name: str) -> ResourceState:
+        return self.resources.setdefault(name, ResourceState())
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "reconciled_at": self.reconciled_at,
+            "resources": {name: resource.to_dict() for name, resource in self.resources.items()},
+        }
+
+
+@dataclass
+class SourceState:
+    projects: Dict[str, ProjectState] = field(default_factory=dict)
+    version: int = STATE_VERSION
+
+    def project(self, name: str) -> ProjectState:
+        return self.projects.setdefault(name, ProjectState())
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"version": self.version, "projects": {name: p.to_dict() for name, p in self.projects.items()}}
+
+
+# -- reading ------------------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Validates one raw state; every complaint names the path of the bad value."""
+
+    def fail(self, path: str, what: str) -> "StateError":
+        return StateError(f"{path} {what}")
+
+    def mapping(self, value: Any, path: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(path, f"should be an object, found {type(value).__name__}")
+        return value
+
+    def count(self, value: Any, path: str) -> int:
+        if value is None:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self.fail(path, f"should be a count, found {value!r}")
+        return value
+
+    def text(self, value: Any, path: str, *, optional: bool = False) -> Optional[str]:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value:
+            raise self.fail(path, f"should be a job id, found {value!r}")
+        return value
+
+    def seconds(self, value: Any, path: str, *, optional: bool = False) -> Optional[float]:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.fail(path, f"should be a unix time, found {value!r}")
+        return float(value)
+
+    def frontier(self, value: Any, path: str) -> Optional[Frontier]:
+        if value is None:
+            return None
+        raw = self.mapping(value, path)
+        peers = raw.get("peers", [])
+        if not isinstance(peers, list):
+            raise self.fail(f"{path}.peers", f"should be a list, found {type(peers).__name__}")
+        return Frontier(
+            id=str(self.text(raw.get("id"), f"{path}.id")),
+            created_at=float(self.seconds(raw.get("created_at"), f"{path}.created_at") or 0.0),
+            peers=[str(self.text(peer, f"{path}.peers[]")) for peer in peers],
+        )
+
+    def resource(self, value: Any, path: str) -> ResourceState:
+        raw = self.mapping(value, path)
+        ordered = raw.get("ordered", True)
+        if not isinstance(ordered, bool):
+            raise self.fail(f"{path}.ordered", f"should be true or false, found {ordered!r}")
+        open_raw = self.mapping(raw.get("open", {}) or {}, f"{path}.open")
+        open_jobs = {}
+        for job_id, entry in open_raw.items():
+            entry_path = f"{path}.open.{job_id}"
+            entry = self.mapping(entry if entry is not None else {}, entry_path)
+            open_jobs[str(job_id)] = OpenJob(
+                misses=self.count(entry.get("misses"), f"{entry_path}.misses"),
+                failures=self.count(entry.get("failures"), f"{entry_path}.failures"),
+                newest_id=self.text(entry.get("newest_id"), f"{entry_path}.newest_id", optional=True),
+            )
+        return ResourceState(frontier=self.frontier(raw.get("frontier"), f"{path}.frontier"), ordered=ordered, open=open_jobs)
+
+    def project_v2(self, value: Any, path: str) -> ProjectState:
+        raw = self.mapping(value, path)
+        resources = self.mapping(raw.get("resources", {}) or {}, f"{path}.resources")
+        return ProjectState(
+            resources={str(name): self.resource(r, f"{path}.resources.{name}") for name, r in resources.items()},
+            reconciled_at=self.seconds(raw.get("reconciled_at"), f"{path}.reconciled_at", optional=True),
+        )
+
+    def project_v1(self, value: Any, path: str) -> ProjectState:
+        raw = self.mapping(value, path)
+        return ProjectState(resources={str(name): self.resource(r, f"{path}.{name}") for name, r in raw.items()})
+
+
+def read_state(raw: Mapping[str, Any]) -> SourceState:
+    """The typed state from dlt's source state dict (any version up to this one; migrated)."""
+    reader = _Reader()
+    version = raw.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise reader.fail("version", f"should be a whole number, found {version!r}")
+    if version > STATE_VERSION:
+        raise StateError(
+            f"it was written by a newer release of openai-fine-tuning-dlt (state version {version}; this release"
+            f" reads up to {STATE_VERSION}): upgrade the package (pip install -U openai-fine-tuning-dlt)",
+            newer=True,
+        )
+    projects = reader.mapping(raw.get("projects", {}) or {}, "projects")
+    read = reader.project_v1 if version == 1 else reader.project_v2
+    return SourceState(projects={str(name): read(p, f"projects.{name}") for name, p in projects.items()})
+
+
+def write_state(state: SourceState, raw: MutableMapping[str, Any]) -> None:
+    """Store the typed state back into dlt's source state dict (always the current version). Other keys
+    (dlt keeps resource state there) are left alone."""
+    raw["version"] = STATE_VERSION
+    raw["projects"] = state.to_dict()["projects"]

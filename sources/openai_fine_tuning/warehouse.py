@@ -1,0 +1,83 @@
+"""Reading back from the destination what the reconciliation needs: the ids of the jobs it holds.
+
+The known ids are read from the warehouse, not kept in state: state is written to `_dlt_pipeline_state` on
+every load that changes it, so 10,000 ids there would cost ~330 KB a run; the `jobs` table has them anyway,
+and a runner without a pipeline folder sees them too. Accounts that never load the `jobs` table fall back to
+the job ids of `checkpoints` and `events` (a job with neither is then read again at each reconciliation).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, List, Set
+
+from .settings import PROJECT_COLUMN
+
+logger = logging.getLogger(__name__)
+
+_ID_COLUMNS = (("jobs", "id"), ("checkpoints", "fine_tuning_job_id"), ("events", "fine_tuning_job_id"))
+
+
+class KnownIdsUnavailable(Exception):
+    """The destination cannot be read back (no SQL client, no table format we can read)."""
+
+
+def _tables_with_data(pipeline: Any) -> List[str]:
+    tables = pipeline.default_schema.tables if pipeline.default_schema_name else {}
+    return [name for name, _ in _ID_COLUMNS if name in tables and tables[name].get("columns")]
+
+
+def known_job_ids(pipeline: Any, project: str) -> Set[str]:
+    """Ids of the jobs of `project` that the pipeline's dataset holds."""
+    tables = _tables_with_data(pipeline)
+    wanted = ["jobs"] if "jobs" in tables else [t for t in tables if t != "jobs"]
+    if not wanted:
+        return set()
+    if pipeline.destination.destination_name == "filesystem":
+        return _from_delta(pipeline, project, wanted)
+    return _from_sql(pipeline, project, wanted)
+
+
+def _from_sql(pipeline: Any, project: str, tables: List[str]) -> Set[str]:
+    try:
+        client_context = pipeline.sql_client()
+    except Exception as exc:  # destinations without SQL (vector stores, custom sinks)
+        raise KnownIdsUnavailable(f"destination {pipeline.destination.destination_name} has no SQL client ({exc})") from None
+    literal = "'" + project.replace("'", "''") + "'"
+    ids: Set[str] = set()
+    columns = dict(_ID_COLUMNS)
+    with client_context as client:
+        existing = set()
+        for table in tables:
+            if client.has_dataset() and table_exists(client, table):
+                existing.add(table)
+        for table in existing:
+            qualified = client.make_qualified_table_name(table)
+            rows = client.execute_sql(
+                f"SELECT DISTINCT {columns[table]} FROM {qualified} WHERE {PROJECT_COLUMN} = {literal}"
+            )
+            ids.update(str(row[0]) for row in rows or [] if row[0] is not None)
+    return ids
+
+
+def table_exists(client: Any, table: str) -> bool:
+    try:
+        client.execute_sql(f"SELECT 1 FROM {client.make_qualified_table_name(table)} WHERE 1 = 0")
+        return True
+    except Exception:  # the table was never created in this dataset
+        return False
+
+
+def _from_delta(pipeline: Any, project: str, tables: List[str]) -> Set[str]:
+    try:
+        from dlt.common.libs.deltalake import get_delta_tables
+    except ImportError as exc:
+        raise KnownIdsUnavailable(f"deltalake is not installed ({exc})") from None
+    columns = dict(_ID_COLUMNS)
+    ids: Set[str] = set()
+    for table, delta in get_delta_tables(pipeline, *tables).items():
+        data = delta.to_pyarrow_table(columns=[columns[table], PROJECT_COLUMN])
+        for job_id, owner in zip(data.column(0).to_pylist(), data.column(1).to_pylist()):
+            if owner == project and job_id is not None:
+                ids.add(str(job_id))
+    return ids

@@ -1,0 +1,70 @@
+"""The typed, versioned state: a state written by release 0.1.0 (main at 2033510, unversioned) is migrated
+and the run after the upgrade stays incremental; shapes that are wrong are named."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+
+from openai_fine_tuning.emulator import Emulator
+from openai_fine_tuning.exceptions import StateError
+from openai_fine_tuning.state import STATE_VERSION, Frontier, OpenJob, read_state, write_state
+
+from .expected import open_jobs
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "state_v1_main_2033510.json")
+
+
+def v1_state() -> Any:
+    with open(FIXTURE) as handle:
+        return json.load(handle)
+
+
+def test_a_v1_state_is_read_into_version_2() -> None:
+    state = read_state(v1_state())
+    checkpoints = state.projects["default"].resources["checkpoints"]
+    assert checkpoints.frontier == Frontier(id="ftjob-ibag7i1mnbqns6puq80idw37", created_at=1721039600.0,
+                                            peers=["ftjob-ibag7i1mnbqns6puq80idw37"])
+    assert checkpoints.ordered is True
+    assert set(checkpoints.open) == {"ftjob-hym4l1vfz3zfkkibj3j4wj99", "ftjob-wbbr4qmw2wxfogo4mvn4a4wf", "ftjob-j8b7tfq7xkwo886vompzom75"}
+    events = state.projects["default"].resources["events"]
+    assert all(isinstance(entry, OpenJob) for entry in events.open.values()) and len(events.open) == 3
+    assert state.projects["default"].reconciled_at is None  # never reconciled: the first run after the upgrade does
+    raw: dict = {"resources": {"dlt-own": 1}}
+    write_state(state, raw)
+    assert raw["version"] == STATE_VERSION and raw["resources"] == {"dlt-own": 1}
+    assert read_state(raw) == state
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda s: s["projects"].update(default="x"), "projects.default should be an object, found str"),
+    (lambda s: s["projects"]["default"]["checkpoints"].update(ordered="yes"), "projects.default.checkpoints.ordered should be true or false, found 'yes'"),
+    (lambda s: s["projects"]["default"]["jobs"]["frontier"].update(created_at="soon"), "projects.default.jobs.frontier.created_at should be a unix time, found 'soon'"),
+    (lambda s: s.update(version="2"), "version should be a whole number, found '2'"),
+])
+def test_a_state_of_the_wrong_shape_names_the_bad_value(change: Any, message: str) -> None:
+    state = v1_state()
+    change(state)
+    with pytest.raises(StateError) as raised:
+        read_state(state)
+    assert str(raised.value) == message
+
+
+def test_the_first_run_after_the_upgrade_stays_incremental(make_loader: Any) -> None:
+    resources = ["jobs", "checkpoints", "events"]
+    with Emulator.synthetic(12) as emu:
+        loader = make_loader(emu)
+        loader.run(resources=resources)  # the warehouse as 0.1.0 left it (same data, same ids)
+        pipeline = loader.pipeline()
+        with pipeline.managed_state() as state:  # then the state 0.1.0 wrote for that data
+            state["sources"]["openai_fine_tuning"] = v1_state()
+        loader.run(resources=resources)
+        # migrated; the first reconciliation reads the one jobs page and finds every job known
+        expected = (1, len(open_jobs(emu)), len(open_jobs(emu)), 0)
+        assert (emu.count("jobs_list"), emu.count("checkpoints"), emu.count("events"), emu.count("job")) == expected
+        assert loader.result.summaries[0].rows.get("jobs") == len(open_jobs(emu))
+        loader.run(resources=resources)
+        assert (emu.count("jobs_list"), emu.count("checkpoints"), emu.count("events"), emu.count("job")) == expected
