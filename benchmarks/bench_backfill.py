@@ -56,9 +56,9 @@ def scenario(args: argparse.Namespace) -> Dict[str, Any]:
     """Runs in the child: one emulator process, one pipeline, one or two runs."""
     import dlt
 
-    from openai_fine_tuning import openai_fine_tuning
-    from openai_fine_tuning.client import ClientSettings, FineTuningClient
-    from openai_fine_tuning.runner import make_pipeline, run_source
+    from openai_fine_tuning.client import ClientSettings
+    from openai_fine_tuning.load import load
+    from openai_fine_tuning.runner import make_pipeline
 
     work = tempfile.mkdtemp(prefix="ft-bench-")
     parent, child = multiprocessing.Pipe()
@@ -80,8 +80,9 @@ def scenario(args: argparse.Namespace) -> Dict[str, Any]:
     for run in ("backfill", "noop") if args.scenario != "empty" else ("empty",):
         ask("reset")
         started = time.perf_counter()
-        with FineTuningClient(settings) as client:
-            summary = run_source(pipeline, openai_fine_tuning(client=client, resources=resources), clients=[client])
+        result = load(pipeline, [("default", settings)], resources=resources)
+        result.raise_first_error()
+        summary = result.summaries[0]
         seconds = time.perf_counter() - started
         rows = sum(summary.rows.values())
         results[run] = {

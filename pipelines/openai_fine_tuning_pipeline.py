@@ -10,31 +10,35 @@ folder, dlt restores the incremental state from the destination, so use a persis
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
+from typing import List
 
 import dlt
 
-from openai_fine_tuning.cli import report_failure, report_result
+from openai_fine_tuning.cli import log_to_stderr, report_failure, report_result
 from openai_fine_tuning.load import load, resolve_projects
 from openai_fine_tuning.runner import make_destination
 
+VERBOSE = os.environ.get("VERBOSE") == "1"
 
-def load_fine_tuning() -> int:
+
+def load_fine_tuning(secrets: List[str]) -> int:
+    projects = resolve_projects()
+    secrets.extend(settings.api_key for _, settings in projects)
     pipeline = dlt.pipeline(
         pipeline_name="openai_fine_tuning",
         destination=make_destination(os.environ.get("FINE_TUNING_DESTINATION") or "duckdb"),
         dataset_name="openai_fine_tuning",
     )
-    result = load(pipeline, resolve_projects())
-    return report_result(result, verbose=os.environ.get("VERBOSE") == "1")
+    return report_result(load(pipeline, projects), verbose=VERBOSE, secrets=secrets)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
-    try:
-        code = load_fine_tuning()
-    except Exception as exc:  # one line on stderr, as the CLI does; VERBOSE=1 shows the traceback
-        code = report_failure(exc, verbose=os.environ.get("VERBOSE") == "1")
+    keys: List[str] = []  # redacted from every log line and message
+    with log_to_stderr(VERBOSE, keys):
+        try:
+            code = load_fine_tuning(keys)
+        except Exception as exc:  # one line on stderr, as the CLI does; VERBOSE=1 shows the traceback
+            code = report_failure(exc, verbose=VERBOSE, secrets=keys)
     sys.exit(code)

@@ -15,6 +15,37 @@ from openai_fine_tuning.load import LoadResult, load
 from openai_fine_tuning.runner import RunSummary, make_pipeline
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres")
+MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root:@127.0.0.1:3306/test")
+ALL_ENGINES = ["duckdb", "postgres", "mariadb", "sqlite"]
+
+
+def mariadb_available() -> Optional[str]:
+    """None when the server answers, else the reason it cannot be used."""
+    try:
+        import pymysql
+    except ImportError:
+        return "PyMySQL is not installed (pip install -e '.[test]')"
+    try:
+        pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database="test", connect_timeout=3).close()
+    except Exception as exc:  # any failure to connect means: no server here
+        return f"MariaDB at 127.0.0.1:3306 is not reachable: {str(exc).strip().splitlines()[0]}"
+    return None
+
+
+def engine_destination(engine: str, tmp_path: Any) -> Any:
+    """A dlt destination for one of ALL_ENGINES; skips (fails under CI=true) when its server is absent."""
+    if engine == "duckdb":
+        return dlt.destinations.duckdb(credentials=str(tmp_path / "test.duckdb"))
+    if engine == "sqlite":
+        return dlt.destinations.sqlalchemy(credentials=f"sqlite:///{tmp_path / 'test.db'}")
+    reason = postgres_available() if engine == "postgres" else mariadb_available()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{engine} is required under CI=true: {reason}")
+        pytest.skip(reason)
+    if engine == "postgres":
+        return dlt.destinations.postgres(credentials=POSTGRES_URL)
+    return dlt.destinations.sqlalchemy(credentials=MARIADB_URL)
 
 
 def postgres_available() -> Optional[str]:
@@ -60,17 +91,15 @@ def emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture(params=["duckdb", "postgres"])
-def destination(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
-    """A destination factory argument: DuckDB in the test folder, or a fresh schema on PostgreSQL."""
-    if request.param == "duckdb":
-        yield dlt.destinations.duckdb(credentials=str(tmp_path / "test.duckdb"))
-        return
-    reason = postgres_available()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required under CI=true: {reason}")
-        pytest.skip(reason)
-    yield dlt.destinations.postgres(credentials=POSTGRES_URL)
+def destination(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    """DuckDB in the test folder, or a fresh schema on PostgreSQL. Modules that prove exactness on every
+    engine this machine hosts override it with `every_engine`."""
+    return engine_destination(request.param, tmp_path)
+
+
+def every_engine(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    """DuckDB, PostgreSQL, and through dlt's sqlalchemy destination MariaDB and SQLite."""
+    return engine_destination(request.param, tmp_path)
 
 
 class Loader:
@@ -112,29 +141,66 @@ class Loader:
         self.last = self.result.summaries[0]
         return self.last
 
+    @property
+    def engine(self) -> str:
+        return engine_name(self.destination)
+
     def rows(self, table: str, columns: str = "*", order: str = "id") -> List[Dict[str, Any]]:
         with self.pipeline().sql_client() as client:
             dataset = client.fully_qualified_dataset_name()
             with client.execute_query(f"SELECT {columns} FROM {dataset}.{table} ORDER BY {order}") as cursor:
-                names = [d[0] for d in cursor.description]
-                return [dict(zip(names, row)) for row in cursor.fetchall()]
+                return rows_of(cursor)
 
     def column_types(self, table: str) -> Dict[str, str]:
+        """Column name -> the engine's type name, lower case."""
         with self.pipeline().sql_client() as client:
-            rows = client.execute_sql(
-                "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
-                self.dataset, table,
-            )
+            if self.engine == "sqlite":
+                rows = [(r[1], r[2]) for r in client.execute_sql(f'PRAGMA "{self.dataset}".table_info({table})')]
+            else:
+                rows = client.execute_sql(
+                    "SELECT column_name, data_type FROM information_schema.columns"
+                    f" WHERE table_schema = '{self.dataset}' AND table_name = '{table}'"
+                )
         return {name: data_type.lower() for name, data_type in rows}
 
     def drop(self) -> None:
         """Drop the test's dataset and dlt's staging dataset beside it (merge loads go through it)."""
-        if self.destination.destination_name != "postgres":
-            return
+        drop_dataset(self.destination, self.dataset)
+
+
+def rows_of(cursor: Any) -> List[Dict[str, Any]]:
+    """Rows as dicts from a dlt cursor (DB-API `description`; SQLAlchemy results name their `keys()`)."""
+    description = getattr(cursor, "description", None)
+    names = [d[0] for d in description] if description is not None else list(cursor.keys())
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def engine_name(destination: Any) -> str:
+    name = destination.destination_name
+    if name != "sqlalchemy":
+        return str(name)
+    url = str(destination.config_params.get("credentials", ""))
+    return "sqlite" if url.startswith("sqlite") else "mariadb"
+
+
+def drop_dataset(destination: Any, dataset: str) -> None:
+    """Drop a test's dataset and dlt's staging dataset beside it on the server engines."""
+    engine = engine_name(destination)
+    if engine == "postgres":
         import psycopg2
 
         with psycopg2.connect(POSTGRES_URL) as connection, connection.cursor() as cursor:
-            cursor.execute(f"DROP SCHEMA IF EXISTS {self.dataset} CASCADE; DROP SCHEMA IF EXISTS {self.dataset}_staging CASCADE")
+            cursor.execute(f"DROP SCHEMA IF EXISTS {dataset} CASCADE; DROP SCHEMA IF EXISTS {dataset}_staging CASCADE")
+    elif engine == "mariadb":
+        import pymysql
+
+        connection = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database="test")
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP DATABASE IF EXISTS `{dataset}`")
+                cursor.execute(f"DROP DATABASE IF EXISTS `{dataset}_staging`")
+        finally:
+            connection.close()
 
 
 @pytest.fixture

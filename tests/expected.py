@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Optional
 
 from openai_fine_tuning.emulator import Emulator
@@ -20,11 +21,23 @@ def checkpoint_row(c: Dict[str, Any]) -> tuple:
     )
 
 
+def seconds(value: Any) -> Optional[int]:
+    """A loaded timestamp as unix seconds, whatever the engine returns: an aware datetime, a naive one in
+    UTC (MariaDB), or text (SQLite)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return int(value.timestamp())
+
+
 def loaded_checkpoint_rows(rows: Iterable[Dict[str, Any]]) -> List[tuple]:
     return sorted(
         (
             r["id"], r["fine_tuning_job_id"], r["fine_tuned_model_checkpoint"], r["step_number"],
-            int(r["created_at"].timestamp()), *(r[f"metrics__{m}"] for m in CHECKPOINT_METRICS),
+            seconds(r["created_at"]), *(r[f"metrics__{m}"] for m in CHECKPOINT_METRICS),
         )
         for r in rows
     )
@@ -48,11 +61,8 @@ def expected_jobs(emu: Emulator, only: Optional[Iterable[str]] = None) -> List[t
 
 
 def loaded_job_rows(rows: Iterable[Dict[str, Any]]) -> List[tuple]:
-    def ts(value: Any) -> Optional[int]:
-        return None if value is None else int(value.timestamp())
-
     return sorted(
-        (r["id"], r["status"], ts(r["created_at"]), ts(r["finished_at"]), r["fine_tuned_model"], r["trained_tokens"])
+        (r["id"], r["status"], seconds(r["created_at"]), seconds(r["finished_at"]), r["fine_tuned_model"], r["trained_tokens"])
         for r in rows
     )
 

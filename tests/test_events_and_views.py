@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
+import pytest
+
 from openai_fine_tuning.emulator import Emulator
+
+from .conftest import ALL_ENGINES, every_engine
+from .expected import seconds
 from openai_fine_tuning.settings import EVENT_DATA_FIELDS
 
 EVENT_COLUMNS = "id, fine_tuning_job_id, created_at, level, message, type, " + ", ".join(f"data__{f}" for f in EVENT_DATA_FIELDS)
 
+
+# exactness of tables and views on every engine this machine hosts
+destination = pytest.fixture(params=ALL_ENGINES)(every_engine)
 
 def expected_events(emu: Emulator) -> List[tuple]:
     return sorted(
@@ -19,7 +27,7 @@ def expected_events(emu: Emulator) -> List[tuple]:
 
 def loaded_events(loader: Any) -> List[tuple]:
     return sorted(
-        (r["id"], r["fine_tuning_job_id"], int(r["created_at"].timestamp()), r["level"], r["message"], r["type"],
+        (r["id"], r["fine_tuning_job_id"], seconds(r["created_at"]), r["level"], r["message"], r["type"],
          *(r[f"data__{f}"] for f in EVENT_DATA_FIELDS))
         for r in loader.rows("events", EVENT_COLUMNS)
     )

@@ -301,6 +301,26 @@ def test_corrupt_local_state_is_one_line_and_full_refresh_rebuilds_it(api: Hosti
     assert run().exit_code == 0 and api.count() == 1
 
 
+def test_corrupt_state_restored_from_the_destination_is_one_line(api: HostileAPI, run: Run, capsys: Any) -> None:
+    import shutil
+
+    jobs = ten_jobs(api)
+    run()
+    pipeline = run.pipeline()
+    with pipeline.managed_state() as state:  # a bad state reaches the destination with the next load
+        state["sources"]["openai_fine_tuning"]["projects"]["default"]["reconciled_at"] = "yesterday"
+    pipeline.run([{"id": 1}], table_name="unrelated")
+    shutil.rmtree(run.pipelines_dir)  # a fresh runner: dlt restores the state from the destination
+    assert report_result(run()) == 2
+    assert capsys.readouterr().err == (
+        f"error: the state restored from the destination's dataset {run.dataset} of pipeline {run.pipeline_name} is not"
+        " usable: projects.default.reconciled_at should be a unix time, found 'yesterday'; run `openai-fine-tuning load"
+        " --full-refresh` to rebuild it (it re-reads the API and merges; no row is dropped)\n"
+    )
+    assert run(full_refresh=True).exit_code == 0
+    assert run.ids("jobs") == sorted(jobs) and run.ids("checkpoints") == served_checkpoints(api)
+
+
 def test_a_state_of_a_newer_release_refuses_in_one_line(api: HostileAPI, run: Run, capsys: Any) -> None:
     ten_jobs(api)
     run()

@@ -9,7 +9,8 @@ import shutil
 import sys
 import tempfile
 import traceback
-from typing import Any, Callable, List, NoReturn, Optional, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, List, NoReturn, Optional, Sequence
 
 from . import settings
 from .config import resolve_settings
@@ -32,19 +33,30 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-def _setup_logging(verbose: bool, secrets: List[str]) -> None:
+@contextmanager
+def log_to_stderr(verbose: bool, secrets: List[str]) -> Iterator[None]:
+    """Log to stderr through the redacting filter while the command runs; restore the previous setup after
+    (the command also runs in-process, from tests and the Airflow task)."""
+    root, dlt_logger = logging.getLogger(), logging.getLogger("dlt")
+    saved = (root.handlers[:], root.level, dlt_logger.handlers[:], os.environ.get("RUNTIME__LOG_FORMAT"))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if not verbose else "%(asctime)s %(name)s %(levelname)s: %(message)s"))
     handler.addFilter(_RedactingFilter(lambda: secrets))
-    root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     # dlt's logger does not propagate and reuses the first handler it finds: give it one with the same
     # redaction, and dlt's format setting a plain default.
     dlt_handler = logging.StreamHandler(sys.stderr)
     dlt_handler.addFilter(_RedactingFilter(lambda: secrets))
-    logging.getLogger("dlt").handlers[:] = [dlt_handler]
+    dlt_logger.handlers[:] = [dlt_handler]
     os.environ.setdefault("RUNTIME__LOG_FORMAT", "{levelname}: {message}")
+    try:
+        yield
+    finally:
+        root.handlers[:], level, dlt_logger.handlers[:], log_format = saved
+        root.setLevel(level)
+        if log_format is None:
+            os.environ.pop("RUNTIME__LOG_FORMAT", None)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -258,10 +270,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     verbose = bool(getattr(args, "verbose", False))
     args.secrets = []  # keys of this invocation: redacted from every log line and error message
     args.verbose_flag = verbose
-    _setup_logging(verbose, args.secrets)
     handlers = {"load": cmd_load, "demo": cmd_demo, "report": cmd_report}
     try:
-        return handlers[args.command](args)
+        with log_to_stderr(verbose, args.secrets):
+            return handlers[args.command](args)
     except RunInterrupted as exc:
         print(f"error: interrupted by {exc.signal_name}", file=sys.stderr)
         return exc.exit_code

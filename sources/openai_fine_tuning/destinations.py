@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from typing import Any, Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 from .exceptions import ConfigurationError
 
@@ -90,8 +91,29 @@ def preflight(pipeline: Any) -> None:
         check_drivers(name, str(url) if url else None)
 
 
+def _configured_url(name: str) -> Optional[str]:
+    import dlt
+
+    try:
+        value = dlt.secrets.get(f"destination.{name}.credentials")
+    except Exception:  # a provider that cannot parse it: dlt says so itself
+        return None
+    return value if isinstance(value, str) and "://" in value else None
+
+
 def missing_credentials_message(name: str, fields: List[str]) -> str:
+    """What to set, naming the field that is wrong (dlt reports a whole URL as missing when a part is)."""
     upper = name.upper()
+    url = _configured_url(name) if fields in (["credentials"], []) else None
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return (
+                f"the {name} credentials URL in DESTINATION__{upper}__CREDENTIALS (or [destination.{name}]) has no"
+                f" password: write it as {parts.scheme}://{parts.username or 'user'}:PASSWORD@{parts.hostname or 'host'}"
+                f"{':' + str(parts.port) if parts.port else ''}{parts.path or '/database'}"
+            )
+        return f"the {name} credentials URL in DESTINATION__{upper}__CREDENTIALS is incomplete: dlt could not use it"
     if name == "filesystem" and "bucket_url" in fields:
         return (
             "the filesystem destination needs bucket_url: set DESTINATION__FILESYSTEM__BUCKET_URL"

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
@@ -113,11 +114,14 @@ def load(
     from . import openai_fine_tuning
 
     result = LoadResult()
-    with _signals_raise_interrupted():
+    with _signals_raise_interrupted(), warnings.catch_warnings():
+        # dlt's sqlalchemy merge job trips a SQLAlchemy deprecation warning on every run: not the user's to fix
+        warnings.filterwarnings("ignore", message="implicitly coercing SELECT object to scalar subquery")
         try:
             preflight(pipeline)
             with pipeline_lock(pipeline):
                 for name, client_settings in projects:
+                    local_state = _has_local_source_state(pipeline)
                     stats = RunStats()
                     source = openai_fine_tuning(
                         settings=client_settings, job_ids=list(job_ids) if job_ids else None,
@@ -131,7 +135,7 @@ def load(
                         if signum is not None:
                             result.interrupted, result.interrupted_step = signum, _step_of(exc)
                             break
-                        result.errors.append(ProjectError(name, _explain_state_error(exc, pipeline), _step_of(exc)))
+                        result.errors.append(ProjectError(name, _explain_state_error(exc, pipeline, local_state), _step_of(exc)))
                         if len(projects) > 1:
                             logger.warning("project %s failed; going on with the others", name)
                 if views and result.summaries and result.interrupted is None and pipeline.destination.destination_name != "filesystem":
@@ -177,15 +181,25 @@ def _step_of(exc: BaseException) -> Optional[str]:
     return next((e.step for e in exception_chain(exc) if isinstance(e, PipelineStepFailed)), None)
 
 
-def _explain_state_error(exc: Exception, pipeline: dlt.Pipeline) -> Exception:
-    """A StateError names where the state came from and the fix."""
+def _has_local_source_state(pipeline: dlt.Pipeline) -> bool:
+    """Whether the pipeline folder holds this source's state (else dlt restores it from the destination)."""
+    try:
+        return "openai_fine_tuning" in (pipeline.state.get("sources") or {})
+    except Exception:  # an unreadable local state is local
+        return True
+
+
+def _explain_state_error(exc: Exception, pipeline: dlt.Pipeline, local_state: bool) -> Exception:
+    """A StateError names where the state came from (`local_state`: the pipeline folder had it before the
+    run; else dlt restored it from the destination) and the fix."""
     from .state import FULL_REFRESH_HINT
 
     state_error = next((e for e in exception_chain(exc) if isinstance(e, StateError)), None)
     if state_error is None:
         return exc
     local = os.path.join(pipeline.working_dir, "state.json")
-    where = f"the local state in {local}" if os.path.exists(local) else "the state restored from the destination"
+    where = f"the local state in {local}" if local_state else (
+        f"the state restored from the destination's dataset {pipeline.dataset_name}")
     fix = "" if state_error.newer else f"; {FULL_REFRESH_HINT}"
     return StateError(f"{where} of pipeline {pipeline.pipeline_name} is not usable: {state_error}{fix}", newer=state_error.newer)
 

@@ -1,0 +1,115 @@
+"""Destination preflight: a missing driver or an incomplete credential is one line (exit 2) before any
+API request; and the two ways to use the source (the `load` function, a plain dlt pipeline)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from typing import Any, List
+
+import pytest
+
+from openai_fine_tuning import destinations
+from openai_fine_tuning.cli import main
+from openai_fine_tuning.emulator import Emulator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def without(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
+    """Make `modules` look uninstalled to the preflight."""
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name in modules else real(name, *args)
+
+    monkeypatch.setattr(destinations.importlib.util, "find_spec", find_spec)
+
+
+@pytest.mark.parametrize(("argv", "env", "missing", "expected"), [
+    pytest.param(["--destination", "postgres"], {"DESTINATION__POSTGRES__CREDENTIALS": "postgresql://u:p@127.0.0.1:1/db"},
+                 ("psycopg2",), 'the postgres destination needs psycopg2, which is not installed: pip install -e ".[postgres]"',
+                 id="postgres-without-psycopg2"),
+    pytest.param(["--destination", "sqlalchemy"], {"DESTINATION__SQLALCHEMY__CREDENTIALS": "mysql+pymysql://root:@127.0.0.1:3306/test"},
+                 ("pymysql",), 'the sqlalchemy destination needs pymysql, which is not installed: pip install -e ".[mysql]"',
+                 id="mysql-url-without-pymysql"),
+    pytest.param(["--destination", "sqlalchemy"], {"DESTINATION__SQLALCHEMY__CREDENTIALS": "sqlite:///x.db"},
+                 ("sqlalchemy",), 'the sqlalchemy destination needs sqlalchemy, which is not installed: pip install -e ".[sqlalchemy]"',
+                 id="sqlalchemy-not-installed"),
+    pytest.param(["--destination", "filesystem"], {"DESTINATION__FILESYSTEM__BUCKET_URL": "file:///tmp/lake"},
+                 ("deltalake",), 'the filesystem destination needs deltalake, which is not installed: pip install -e ".[filesystem]"',
+                 id="filesystem-without-deltalake"),
+    pytest.param(["--destination", "filesystem"], {}, (),
+                 "the filesystem destination needs bucket_url: set DESTINATION__FILESYSTEM__BUCKET_URL (e.g. s3://bucket/path"
+                 " or file:///data/lake) or bucket_url in [destination.filesystem]", id="filesystem-without-bucket-url"),
+    pytest.param(["--destination", "postgres"], {"DESTINATION__POSTGRES__CREDENTIALS": "postgresql://loader@127.0.0.1:5432/analytics"}, (),
+                 "the postgres credentials URL in DESTINATION__POSTGRES__CREDENTIALS (or [destination.postgres]) has no password:"
+                 " write it as postgresql://loader:PASSWORD@127.0.0.1:5432/analytics", id="postgres-url-without-password"),
+])
+def test_destination_problems_stop_before_any_request(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator, argv: List[str], env: dict, missing: tuple, expected: str
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", emulator.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    without(monkeypatch, *missing)
+    assert main(["load", *argv]) == 2
+    assert capsys.readouterr() == ("", f"error: {expected}\n")
+    assert emulator.count() == 0
+
+
+def readme_example() -> str:
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        text = handle.read()
+    section = text[text.index("## Use it from your own dlt pipeline"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_dlt_pipeline_example_runs_as_written_incrementally_and_leaks_nothing(tmp_path: Any) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(readme_example())
+    with Emulator.synthetic(12) as emu:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SOURCES__", "DESTINATION__"))}
+        env.update(OPENAI_API_KEY=emu.api_key, OPENAI_BASE_URL=emu.base_url, DLT_DATA_DIR=str(tmp_path / "dlt"))
+        command = [sys.executable, "-X", "dev", str(script)]
+        first = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert first.returncode == 0, first.stderr
+        assert "ResourceWarning" not in first.stderr and "unclosed" not in first.stderr
+        assert "views: ['best_checkpoints', 'training_curve', 'job_summary']" in first.stdout
+        assert (emu.count("jobs_list"), emu.count("checkpoints")) == (1, 12)
+        emu.reset_counts()
+        second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 0, second.stderr
+        assert (emu.count("jobs_list"), emu.count("checkpoints"), emu.count("job")) == (1, 3, 0)  # incremental: 1 + R
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "fine_tuning.duckdb")) as db:
+        assert db.execute("SELECT count(*) FROM openai_fine_tuning.checkpoints").fetchone() == (33,)
+        assert db.execute("SELECT count(*) FROM openai_fine_tuning.job_summary").fetchone() == (12,)
+
+
+def test_a_view_that_cannot_be_created_is_a_warning_and_the_run_succeeds(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator
+) -> None:
+    import duckdb
+
+    monkeypatch.setenv("OPENAI_API_KEY", emulator.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
+    assert main(["load", "--no-views"]) == 0
+    with duckdb.connect("fine_tuning.duckdb") as db:
+        views = db.execute("SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW'").fetchall()
+        assert views == []
+        db.execute("CREATE TABLE openai_fine_tuning.training_curve (x INTEGER)")  # a table where a view should be
+    capsys.readouterr()
+    assert main(["load"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("Loaded into duckdb dataset openai_fine_tuning")
+    assert err.startswith("WARNING: view training_curve was not dropped on duckdb (duckdb): ")
+    assert err.count("\n") == 2 and "WARNING: view training_curve was not created on duckdb (duckdb): " in err
+    with duckdb.connect("fine_tuning.duckdb") as db:
+        views = sorted(r[0] for r in db.execute("SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW'").fetchall())
+        assert views == ["best_checkpoints", "job_summary"]
