@@ -261,3 +261,16 @@ def test_destination_mistakes_are_one_line(capsys: Any, monkeypatch: pytest.Monk
     code, out, err = run_cli(capsys, *argv)
     assert (out, err) == ("", expected)
     assert code == 2
+
+
+def test_a_base_url_without_v1_is_a_configuration_error_with_a_hint(capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", emulator.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url[: -len("/v1")])
+    code, out, err = run_cli(capsys, "load")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"error: GET http://127.0.0.1:{emulator.port}/fine_tuning/jobs failed with HTTP 404: Invalid URL (GET"
+        " /fine_tuning/jobs). This address is not the API root: check that base_url (OPENAI_BASE_URL) ends with /v1."
+        " (request id req_000001)\n"
+    )
+    assert emulator.count() == 1

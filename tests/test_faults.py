@@ -259,3 +259,40 @@ def test_a_connect_timeout_on_the_first_request_fails_fast_but_is_retried_later(
         assert client.get("/fine_tuning/jobs")["data"] == []  # reached once: later connect timeouts are retried
         assert client.get("/fine_tuning/jobs")["data"] == []
         assert len(calls) == 4 and client.stats.retries == 1
+
+
+def test_a_port_that_does_not_speak_http_fails_fast_like_a_refused_connection() -> None:
+    import socket
+    import threading
+
+    from openai_fine_tuning.client import ClientSettings, FineTuningClient
+    from openai_fine_tuning.exceptions import APIConnectionError
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    accepted: list = []
+
+    def answer_garbage() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(connection)
+            connection.recv(1024)
+            connection.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+            connection.close()
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    port = server.getsockname()[1]
+    settings = ClientSettings(api_key="sk-test-1234567", base_url=f"http://127.0.0.1:{port}/v1", backoff_initial=0)
+    try:
+        with FineTuningClient(settings) as client:
+            with pytest.raises(APIConnectionError) as raised:
+                client.get("/fine_tuning/jobs")
+    finally:
+        server.close()
+    assert str(raised.value).startswith(f"GET http://127.0.0.1:{port}/v1/fine_tuning/jobs got no HTTP answer: ")
+    assert str(raised.value).endswith("Check base_url (OPENAI_BASE_URL / AZURE_OPENAI_ENDPOINT) and the network.")
+    assert len(accepted) == 1 and client.stats.retries == 0  # not retried

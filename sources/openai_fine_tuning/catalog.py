@@ -67,6 +67,7 @@ class JobCatalog:
         self._exhausted = False
         self._previous = math.inf
         self.complete = False
+        self.backfill = False
         self.ordered = True
         self.newest: Optional[Frontier] = None
         self.future: List[str] = []
@@ -78,6 +79,7 @@ class JobCatalog:
         if self._pages is not None:
             return
         frontiers = [state.frontier for state in states]
+        self.backfill = not any(frontiers)
         if states and all(frontiers) and all(state.ordered for state in states) and not self.reconcile:
             self._stop_below = min(f.created_at for f in frontiers if f)
         if self.filtered:
@@ -87,8 +89,10 @@ class JobCatalog:
             self._pages = iter(self._paginator)
 
     @property
-    def reads_every_page(self) -> bool:
-        return self._stop_below is None and not self.filtered
+    def reconciled(self) -> bool:
+        """This run's listing was a reconciliation: complete, unfiltered, and every listed job was either
+        read or checked against the warehouse (a backfill reads them all)."""
+        return self.complete and not self.filtered and (self.reconcile or self.backfill)
 
     def known(self) -> Set[str]:
         """Ids of the jobs the warehouse holds (read once, when the reconciliation first needs them)."""

@@ -153,9 +153,8 @@ class Session:
         self.save_state()
 
     def listing_finished(self) -> None:
-        """Called when a resource ended: a complete listing that read every page is a reconciliation."""
-        catalog = self._catalog
-        if catalog is not None and catalog.complete and catalog.reads_every_page:
+        """Called when a resource ended: record a completed reconciliation (or backfill)."""
+        if self._catalog is not None and self._catalog.reconciled:
             self.project_state().reconciled_at = self.started_at
 
     def _report(self) -> None:

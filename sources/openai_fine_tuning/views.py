@@ -17,7 +17,8 @@ the data of a committed load stays committed and the run succeeds.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from functools import lru_cache
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import sqlglot
 from sqlglot import exp
@@ -141,14 +142,20 @@ def default_qualifier(dataset: str, dialect: str) -> Callable[[str], exp.Table]:
 
 def render_select(sql: str, dialect: str, qualify: Callable[[str], exp.Table]) -> exp.Expression:
     """A view body parsed from PostgreSQL syntax, with its tables qualified and durations built for
-    `dialect`."""
+    `dialect`. Parsed once per process and dialect (parsing is most of the cost of creating the views)."""
+    names = tuple((name, qualify(name).sql(dialect=dialect)) for name in TABLE_NAMES + VIEW_NAMES)
+    return _render_select(sql, dialect, names).copy()
+
+
+@lru_cache(maxsize=64)
+def _render_select(sql: str, dialect: str, names: Tuple[Tuple[str, str], ...]) -> exp.Expression:
     if dialect not in DURATION_SECONDS:
         raise ValueError(f"no duration expression for SQL dialect {dialect!r}")
     tree = sqlglot.parse_one(sql, read="postgres")
-    names = set(TABLE_NAMES) | set(VIEW_NAMES)
+    qualified_names = dict(names)
     for table in list(tree.find_all(exp.Table)):
-        if not table.db and table.name in names:
-            replacement = qualify(table.name)
+        if not table.db and table.name in qualified_names:
+            replacement = exp.to_table(qualified_names[table.name], dialect=dialect)
             if table.alias:
                 replacement.set("alias", table.args["alias"])
             table.replace(replacement)

@@ -47,10 +47,7 @@ def _from_sql(pipeline: Any, project: str, tables: List[str]) -> Set[str]:
     ids: Set[str] = set()
     columns = dict(_ID_COLUMNS)
     with client_context as client:
-        existing = set()
-        for table in tables:
-            if client.has_dataset() and table_exists(client, table):
-                existing.add(table)
+        existing = [table for table in tables if table_exists(client, table)] if client.has_dataset() else []
         for table in existing:
             qualified = client.make_qualified_table_name(table)
             rows = client.execute_sql(
