@@ -38,7 +38,7 @@ def test_azure_settings_come_from_the_sdk_variables(capsys: Any, monkeypatch: py
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", AZURE_KEY)
     monkeypatch.setenv("OPENAI_API_VERSION", "2025-02-01-preview")
     assert main(["load"]) == 0
-    assert capsys.readouterr().out.startswith("Loaded into duckdb dataset openai_fine_tuning (fine_tuning.duckdb): checkpoints 33, jobs 12;")
+    assert capsys.readouterr().out.startswith("Loaded into duckdb dataset openai_fine_tuning (fine_tuning.duckdb): checkpoints 33 new; jobs 12 new;")
     assert {r.params["api-version"] for r in azure.requests} == {"2025-02-01-preview"}
 
 

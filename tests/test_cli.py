@@ -44,7 +44,7 @@ def test_load_writes_the_default_duckdb_file_and_prints_a_summary(
     use_emulator(monkeypatch, emulator)
     code, out, err = run_cli(capsys, "load")
     assert (code, err) == (0, "")
-    assert out.startswith("Loaded into duckdb dataset openai_fine_tuning (fine_tuning.duckdb): checkpoints 33, jobs 12; 13 requests (0 retried) in ")
+    assert out.startswith("Loaded into duckdb dataset openai_fine_tuning (fine_tuning.duckdb): checkpoints 33 new; jobs 12 new; 13 requests (0 retried) in ")
     with duckdb.connect("fine_tuning.duckdb") as db:
         assert db.execute("SELECT count(*) FROM openai_fine_tuning.checkpoints").fetchone() == (33,)
     code, out, _ = run_cli(capsys, "load")
@@ -171,7 +171,7 @@ def test_demo_loads_the_emulator_into_its_own_file_and_prints_the_best_checkpoin
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert lines[0].startswith(
-        "Loaded into duckdb dataset openai_fine_tuning (fine_tuning_demo.duckdb): checkpoints 33, events 492, jobs 12; 25 requests"
+        "Loaded into duckdb dataset openai_fine_tuning (fine_tuning_demo.duckdb): checkpoints 33 new; events 492 new; jobs 12 new; 25 requests"
     )
     assert lines[2] == "Best checkpoint per job (lowest full_valid_loss, else valid_loss, else train_loss):"
     assert lines[3].split() == ["job", "status", "best", "step", "by", "value", "checkpoint", "model"]
@@ -214,7 +214,7 @@ def test_a_duckdb_file_held_by_another_program_is_one_clear_line(
     ("argv", "expected"),
     [
         pytest.param(["load", "--nope"], "error: unrecognized arguments: --nope (see openai-fine-tuning --help)\n", id="unknown-flag"),
-        pytest.param(["sync"], "error: argument {load,demo,report}: invalid choice: 'sync' (choose from ", id="unknown-command"),
+        pytest.param(["sync"], "error: argument {load,check,demo,report}: invalid choice: 'sync' (choose from ", id="unknown-command"),
         pytest.param(["demo", "--jobs", "x"], "error: argument --jobs: invalid int value: 'x' (see openai-fine-tuning demo --help)\n", id="bad-number"),
     ],
 )
@@ -274,3 +274,42 @@ def test_a_base_url_without_v1_is_a_configuration_error_with_a_hint(capsys: Any,
         " (request id req_000001)\n"
     )
     assert emulator.count() == 1
+
+
+def test_the_living_emulator_changes_on_its_own_and_answers_its_control_endpoints(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+    import time
+
+    import httpx
+
+    server = subprocess.Popen([sys.executable, "-m", "openai_fine_tuning.emulator", "--jobs", "3", "--advance-every", "0.2"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline().split()
+        base_url, key = line[1].split("=", 1)[1], line[2].split("=", 1)[1]
+        root = base_url[: -len("/v1")]
+        deadline = time.monotonic() + 20
+        while sum(httpx.get(f"{root}/_emulator/stats").json()["jobs"].values()) < 5:  # 3 jobs, then one more a tick
+            assert time.monotonic() < deadline, "the emulator did not advance"
+            time.sleep(0.1)
+        monkeypatch.setenv("OPENAI_API_KEY", key)
+        monkeypatch.setenv("OPENAI_BASE_URL", base_url)
+        assert main(["load"]) == 0
+        assert capsys.readouterr().out.startswith("Loaded into duckdb dataset openai_fine_tuning")
+        advanced = httpx.post(f"{root}/_emulator/advance").json()
+        assert advanced["checkpoints_added"] >= 1 and advanced["jobs_started"] == 1
+        assert main(["load"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("Loaded into") and " new" in out  # the new job and checkpoints show in the summary
+        faults = httpx.post(f"{root}/_emulator/faults", json={"server_error": 1.0, "seed": 3})
+        assert faults.status_code == 200 and faults.json()["server_error"] == 1.0
+        answer = httpx.get(f"{base_url}/fine_tuning/jobs", headers={"Authorization": f"Bearer {key}"})
+        assert answer.status_code == 500
+        stats = httpx.get(f"{root}/_emulator/stats").json()
+        assert stats["requests"]["jobs_list"] >= 3 and stats["faults"]["server_error"] == 1.0
+        assert httpx.post(f"{root}/_emulator/faults", json={"nope": 1}).status_code == 400
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=10) == 0

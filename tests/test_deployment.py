@@ -32,7 +32,23 @@ def test_the_pipeline_script_runs_from_the_repository_root(tmp_path: Any) -> Non
         result = subprocess.run([sys.executable, SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("Loaded into duckdb dataset openai_fine_tuning")
-        assert "checkpoints 33, jobs 12; 13 requests" in result.stdout and result.stderr == ""
+        assert "checkpoints 33 new; jobs 12 new; 13 requests" in result.stdout and result.stderr == ""
+
+
+def test_the_pipeline_script_takes_the_options_of_load_and_is_quiet(tmp_path: Any) -> None:
+    import json
+
+    with Emulator.synthetic(5) as emu:
+        env = script_env(tmp_path, OPENAI_API_KEY=emu.api_key, OPENAI_BASE_URL=emu.base_url, FINE_TUNING_DESTINATION="duckdb")
+        result = subprocess.run([sys.executable, SCRIPT, "--page-size", "2", "--json"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert (result.returncode, result.stderr) == (0, "")
+        assert json.loads(result.stdout)["projects"][0]["tables"]["jobs"]["new"] == 5
+        assert emu.count("jobs_list") == 3  # --page-size 2
+        verbose = subprocess.run([sys.executable, SCRIPT, "--verbose"], cwd=ROOT, env=env, capture_output=True, text=True,
+                                 timeout=120)
+        assert verbose.returncode == 0 and verbose.stdout.startswith("Nothing changed in duckdb dataset openai_fine_tuning")
+        assert "INFO" in verbose.stderr  # progress only with --verbose
 
 
 def test_the_pipeline_script_reads_settings_from_dlt_project_dir(tmp_path: Any) -> None:

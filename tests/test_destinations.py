@@ -107,9 +107,47 @@ def test_a_view_that_cannot_be_created_is_a_warning_and_the_run_succeeds(
     capsys.readouterr()
     assert main(["load"]) == 0
     out, err = capsys.readouterr()
-    assert out.startswith("Loaded into duckdb dataset openai_fine_tuning")
+    assert out.startswith("Nothing changed in duckdb dataset openai_fine_tuning")  # the data is committed: exit 0
     assert err.startswith("WARNING: view training_curve was not dropped on duckdb (duckdb): ")
     assert err.count("\n") == 2 and "WARNING: view training_curve was not created on duckdb (duckdb): " in err
     with duckdb.connect("fine_tuning.duckdb") as db:
         views = sorted(r[0] for r in db.execute("SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW'").fetchall())
         assert views == ["best_checkpoints", "job_summary"]
+
+
+def test_a_missing_destination_folder_is_a_configuration_error(capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", emulator.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", "no/such/folder/ft.duckdb")
+    assert main(["load"]) == 2
+    assert capsys.readouterr() == ("", f"error: the folder of the DuckDB file {os.path.abspath('no/such/folder/ft.duckdb')} does"
+                                       " not exist: create it, or fix DESTINATION__DUCKDB__CREDENTIALS\n")
+    assert emulator.count() == 0
+
+
+def test_no_permission_on_the_destination_is_a_configuration_error(capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> None:
+    from .conftest import POSTGRES_URL, postgres_available
+
+    reason = postgres_available()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    import psycopg2
+
+    role = "ft_no_create_test"
+    with psycopg2.connect(POSTGRES_URL) as connection, connection.cursor() as cursor:
+        cursor.execute(f"DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN PASSWORD 'pw'; REVOKE CREATE ON DATABASE postgres FROM {role}")
+    try:
+        monkeypatch.setenv("OPENAI_API_KEY", emulator.api_key)
+        monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
+        monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", f"postgresql://{role}:pw@127.0.0.1:5432/postgres")
+        assert main(["load", "--destination", "postgres", "--dataset", "ft_no_permission"]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("WARNING: the load failed after extraction: dropping the local state")
+        err = err.splitlines(keepends=True)[-1]
+        assert err.startswith("error: the dlt load step failed: ") and "permission denied for database postgres" in err
+        assert err.endswith(" - the destination's user lacks a permission: grant it (e.g. CREATE on the database) or use another user\n")
+    finally:
+        with psycopg2.connect(POSTGRES_URL) as connection, connection.cursor() as cursor:
+            cursor.execute(f"DROP ROLE IF EXISTS {role}")

@@ -6,6 +6,8 @@ import os
 import re
 from typing import Any
 
+import pytest
+
 from openai_fine_tuning.emulator import Emulator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +44,12 @@ def test_the_example_queries_run(make_loader: Any) -> None:
     best, overfit, by_model, curve, running, failed = results
     assert len(best) == 12
     assert by_model[0][:3] == ("gpt-4o-mini-2024-07-18", 13, 8)
-    assert len(curve) == 10 + 3
+    event_steps = {e["data"]["step"] for e in emu.events[job_id] if e["type"] == "metrics"}
+    checkpoint_steps = {c["step_number"] for c in emu.checkpoints[job_id]}
+    assert [row[0] for row in curve] == sorted(event_steps | checkpoint_steps)  # one row per step
+    assert event_steps & checkpoint_steps  # a step both report: the event's row is the one shown
+    assert {row[0]: row[1] for row in curve} == {step: "event" if step in event_steps else "checkpoint"
+                                                 for step in event_steps | checkpoint_steps}
     assert len(running) == 3
     assert failed == [("invalid_training_file", "The training file is invalid.", 1)]
     expected_overfit = []
@@ -53,3 +60,33 @@ def test_the_example_queries_run(make_loader: Any) -> None:
             expected_overfit.append(job_id)
     assert overfitting["id"] in expected_overfit
     assert [row[0] for row in overfit] == expected_overfit
+
+
+def test_the_bi_guide_role_setup_runs_on_postgresql(tmp_path: Any) -> None:
+    from .conftest import Loader, engine_destination
+
+    with Emulator.synthetic(3) as emu:
+        loader = Loader(emu, engine_destination("postgres", tmp_path), tmp_path)
+        loader.run()
+        (setup,) = re.findall(r"```sql\n(.*?)\n```", read("docs/bi.md"), re.S)
+        import psycopg2
+
+        from .conftest import POSTGRES_URL
+
+        connection = psycopg2.connect(POSTGRES_URL)
+        try:
+            with connection, connection.cursor() as cursor:
+                cursor.execute("DROP ROLE IF EXISTS bi")
+                cursor.execute(setup.replace("openai_fine_tuning", loader.dataset).replace("'...'", "'bi-secret'"))
+            reader = psycopg2.connect(POSTGRES_URL.replace("postgres:postgres@", "bi:bi-secret@", 1))
+            with reader, reader.cursor() as cursor:
+                cursor.execute(f"SELECT count(*) FROM {loader.dataset}.job_summary")
+                assert cursor.fetchone() == (3,)
+                with pytest.raises(psycopg2.Error, match="permission denied"):
+                    cursor.execute(f"DELETE FROM {loader.dataset}.jobs")
+            reader.close()
+        finally:
+            with connection, connection.cursor() as cursor:
+                cursor.execute("DROP OWNED BY bi; DROP ROLE IF EXISTS bi")
+            connection.close()
+            loader.drop()

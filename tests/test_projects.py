@@ -37,8 +37,8 @@ def test_projects_load_into_one_dataset_with_a_project_column(capsys: Any) -> No
         write_project_files({"alpha": alpha, "beta": beta})
         assert main(["load"]) == 0
         out = capsys.readouterr().out.splitlines()
-        assert out[0].startswith("Loaded project alpha into duckdb dataset openai_fine_tuning (fine_tuning.duckdb): checkpoints 33, jobs 12;")
-        assert out[1].startswith("Loaded project beta into duckdb dataset openai_fine_tuning (fine_tuning.duckdb): checkpoints 15, jobs 5;")
+        assert out[0].startswith("Loaded project alpha into duckdb dataset openai_fine_tuning (fine_tuning.duckdb): checkpoints 33 new; jobs 12 new;")
+        assert out[1].startswith("Loaded project beta into duckdb dataset openai_fine_tuning (fine_tuning.duckdb): checkpoints 15 new; jobs 5 new;")
         assert project_rows("checkpoints") == {"alpha": 33, "beta": 15}
         assert {r.params.get("limit") for r in alpha.requests} == {"100"}
         # state is per project: a no-op run re-reads only each project's open jobs

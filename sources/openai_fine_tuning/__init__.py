@@ -38,7 +38,7 @@ from .client import ClientSettings, FineTuningClient
 from .config import resolve_settings
 from .exceptions import ConfigurationError
 from .fetch import read_children
-from .rows import flatten_job, misfit_warning
+from .rows import flatten_job, misfit_warning, row_hash
 from .session import Session
 from .stats import RunStats
 from .views import create_views
@@ -112,10 +112,12 @@ def openai_fine_tuning(
         try:
             plan = session.plan("jobs")
             for job in plan.jobs():
+                digest = row_hash(job)
+                session.stats.count_rows("jobs", plan.change(job["id"], job["id"], digest))
                 if str(job.get("status")) in defaults.TERMINAL_STATUSES:
                     plan.done(job["id"])
                 else:
-                    plan.pending(job["id"])
+                    plan.pending(job["id"], hashes={job["id"]: digest})
                 misfits: List[str] = []
                 row = flatten_job(job, defaults.JOB_COLUMNS, project=project_name, misfits=misfits)
                 if misfits:

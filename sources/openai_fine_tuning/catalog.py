@@ -26,6 +26,9 @@ from .exceptions import NotFoundError
 from .rows import TIMESTAMP_MAX, TIMESTAMP_MIN
 from .settings import FUTURE_TOLERANCE_SECONDS, MAX_MISSES
 from .state import Frontier, OpenJob, ResourceState
+from .stats import NEW, REREAD, UNCHANGED, UPDATED
+
+KNOWN = "known"  # a job read before and still open: its rows are compared with their hashes
 
 logger = logging.getLogger(__name__)
 MISSED_IDS_SHOWN = 10
@@ -187,53 +190,83 @@ class JobCatalog:
 class ResourcePlan:
     """The jobs one resource must read this run, and the bookkeeping of its state."""
 
-    def __init__(self, catalog: JobCatalog, state: ResourceState, name: str) -> None:
+    def __init__(self, catalog: JobCatalog, state: ResourceState, name: str, *, rereading: bool = False) -> None:
         self.catalog = catalog
         self.state = state
         self.name = name
         self.open = state.open
+        self.rereading = rereading  # a full refresh: rows read again are not new
+        self._hashes_before = {job_id: entry.hashes for job_id, entry in state.open.items()}
+        self._kinds: Dict[str, str] = {}
 
     def jobs(self) -> Iterator[Dict[str, Any]]:
+        """The jobs to read, each marked new, known (open) or re-read for the summary's counts."""
+        for job, kind in self._planned():
+            self._kinds[job["id"]] = KNOWN if job["id"] in self.open else kind
+            yield job
+
+    def _planned(self) -> Iterator[Any]:
+        fresh = REREAD if self.rereading else NEW
         if self.catalog.filtered:
-            yield from self.catalog
+            for job in self.catalog:
+                yield job, REREAD
             return
         frontier = self.state.frontier
         seen = set()
         for job in self.catalog:
             seen.add(job["id"])
             if frontier is None or job["id"] in self.open:
-                yield job
+                yield job, fresh
                 continue
             created = created_at(job)
             # a job without a plausible created_at cannot be placed against the frontier: always read it
-            if created is None or created > frontier.created_at:
-                yield job
+            if created is None:
+                yield job, REREAD
+            elif created > frontier.created_at:
+                yield job, fresh
             elif created == frontier.created_at and job["id"] not in frontier.peers:
-                yield job
+                yield job, fresh
             elif self.catalog.reconcile and job["id"] not in self.catalog.known():
                 self.catalog.missed[job["id"]] = None
-                yield job
+                yield job, fresh
         for job_id in [job_id for job_id in self.open if job_id not in seen]:
             job = self.catalog.lookup(job_id)
             if job is None:
                 self.missing(job_id, "the job is no longer listed and its lookup answered 404")
             else:
-                yield job
+                yield job, KNOWN
         if self.catalog.complete:
             self.state.ordered = self.catalog.ordered
             if self.catalog.newest is not None:
                 newest = self.catalog.newest
                 self.state.frontier = Frontier(id=newest.id, created_at=newest.created_at, peers=list(newest.peers))
 
+    def change(self, job_id: str, row_id: str, digest: Optional[str]) -> str:
+        """new, updated, unchanged or re-read: a row of an open job is compared with the hash it had when
+        it was last loaded; the rows of a new job are new. `digest` None: a list read only past the newest
+        known item (events), whose rows are all new."""
+        kind = self._kinds.get(job_id, REREAD)
+        if kind != KNOWN:
+            return kind
+        if digest is None:
+            return NEW
+        before = self._hashes_before.get(job_id)
+        if before is None:
+            return REREAD  # an open job from a state without hashes (0.1.0)
+        old = before.get(row_id)
+        return NEW if old is None else UNCHANGED if old == digest else UPDATED
+
     def done(self, job_id: str) -> None:
         self.open.pop(job_id, None)
 
-    def pending(self, job_id: str, *, newest_id: Optional[str] = None) -> None:
+    def pending(self, job_id: str, *, newest_id: Optional[str] = None, hashes: Optional[Dict[str, str]] = None) -> None:
         entry = self.open.setdefault(job_id, OpenJob())
         entry.misses = 0
         entry.failures = 0
         if newest_id:
             entry.newest_id = newest_id
+        if hashes is not None:
+            entry.hashes = hashes
 
     def failed(self, job_id: str, reason: str) -> None:
         """The job's list failed after the retries: keep it open (its newest known id unchanged)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -72,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Load OpenAI fine-tuning jobs, checkpoints and events into SQL with dlt.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="log progress and show tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{load,demo,report}", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{load,check,demo,report}", parser_class=_Parser)
 
     load = commands.add_parser("load", help="load the account's fine-tuning data (for cron)")
     _add_common(load)
@@ -91,6 +92,16 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--full-refresh", action="store_true",
                       help="forget the incremental state and read everything again (merged: no row is dropped)")
     load.add_argument("--no-views", action="store_true", help="do not create the SQL views")
+    load.add_argument("--json", action="store_true", help="print one JSON object on stdout (for monitoring) instead of the summary")
+
+    check = commands.add_parser("check", help="check the settings, the API key and the destination without loading")
+    _add_common(check)
+    check.add_argument("--destination", help="dlt destination name (default duckdb: ./fine_tuning.duckdb)")
+    check.add_argument("--dataset", help=f"dataset (schema) name (default {settings.DEFAULT_DATASET_NAME})")
+    check.add_argument("--project", action="append", dest="projects", metavar="NAME", help="only this configured project")
+    check.add_argument("--concurrency", help=f"parallel requests (default {settings.DEFAULT_CONCURRENCY})")
+    check.add_argument("--page-size", help=f"items per page (default {settings.DEFAULT_PAGE_SIZE}, at most 100)")
+    check.add_argument("--pipeline-name", default=settings.DEFAULT_PIPELINE_NAME, help="dlt pipeline name")
 
     report = commands.add_parser("report", help="write an HTML report with loss/accuracy charts from the destination")
     _add_common(report)
@@ -131,14 +142,30 @@ def cmd_load(args: argparse.Namespace) -> int:
         pipeline, projects, job_ids=args.job_ids, resources=_split(args.resources), reconcile=args.reconcile,
         full_refresh=args.full_refresh, views=not args.no_views,
     )
-    return report_result(result, verbose=args.verbose_flag, secrets=args.secrets)
+    return report_result(result, verbose=args.verbose_flag, secrets=args.secrets, as_json=args.json)
 
 
-def report_result(result: Any, *, verbose: bool = False, secrets: Sequence[str] = ()) -> int:
-    """Print a load's outcome: the summaries on stdout, one line per problem on stderr; the exit code."""
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import run_checks
+    from .load import resolve_projects
+    from .runner import make_pipeline
+
+    overrides = {"concurrency": args.concurrency, "page_size": args.page_size}
+    projects = resolve_projects(overrides, args.projects)
+    args.secrets.extend(client_settings.api_key for _, client_settings in projects)
+    pipeline = make_pipeline(pipeline_name=args.pipeline_name, destination=args.destination, dataset_name=args.dataset)
+    return run_checks(pipeline, projects, overrides, lambda line: print(redact_text(line, args.secrets)))
+
+
+def report_result(result: Any, *, verbose: bool = False, secrets: Sequence[str] = (), as_json: bool = False) -> int:
+    """Print a load's outcome: the summaries (or one JSON object) on stdout, one line per problem on
+    stderr; return the exit code."""
     from .load import interrupted_message, partial_message
 
-    for summary in result.summaries:
+    if as_json:
+        document = result.to_dict(lambda error: _one_line(error, secrets))
+        print(json.dumps(document, sort_keys=True))
+    for summary in result.summaries if not as_json else ():
         print(summary.line())
     several = len(result.errors) > 1 or (result.errors and result.summaries)
     for error in result.errors:
@@ -244,6 +271,10 @@ def _root_cause(exc: BaseException) -> str:
     text = f"{type(current).__name__}: {lines[0] if lines else ''}".rstrip(": ")
     if "Could not set lock on file" in text:
         text += " - another program (a BI tool, a notebook) has the DuckDB file open: close it and run again"
+    from .destinations import is_permission_error
+
+    if is_permission_error(exc):
+        text += " - the destination's user lacks a permission: grant it (e.g. CREATE on the database) or use another user"
     return f"the dlt {step} step failed: {text}" if step else text
 
 
@@ -270,7 +301,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     verbose = bool(getattr(args, "verbose", False))
     args.secrets = []  # keys of this invocation: redacted from every log line and error message
     args.verbose_flag = verbose
-    handlers = {"load": cmd_load, "demo": cmd_demo, "report": cmd_report}
+    handlers = {"load": cmd_load, "check": cmd_check, "demo": cmd_demo, "report": cmd_report}
     try:
         with log_to_stderr(verbose, args.secrets):
             return handlers[args.command](args)
@@ -290,10 +321,12 @@ def _hint(exc: BaseException, verbose: bool) -> str:
 
 
 def _exit_code(exc: BaseException) -> int:
+    from .destinations import is_permission_error
+
     own = find_source_error(exc)
     if own is not None:
         return own.exit_code
-    return EXIT_CONFIGURATION if _dlt_config_message(exc) is not None else EXIT_FAILURE
+    return EXIT_CONFIGURATION if _dlt_config_message(exc) is not None or is_permission_error(exc) else EXIT_FAILURE
 
 
 def report_failure(exc: BaseException, *, verbose: bool = False, secrets: Sequence[str] = ()) -> int:

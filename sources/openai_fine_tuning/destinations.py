@@ -85,6 +85,14 @@ def preflight(pipeline: Any) -> None:
         client = pipeline.destination_client()
     except ConfigFieldMissingException as exc:
         raise ConfigurationError(missing_credentials_message(name, list(exc.fields))) from None
+    if name == "duckdb":
+        database = getattr(getattr(client.config, "credentials", None), "database", None)
+        folder = os.path.dirname(os.path.abspath(database)) if isinstance(database, str) and database != ":memory:" else None
+        if folder and not os.path.isdir(folder):
+            raise ConfigurationError(
+                f"the folder of the DuckDB file {database} does not exist: create it, or fix"
+                " DESTINATION__DUCKDB__CREDENTIALS"
+            )
     if name == "sqlalchemy":
         credentials = getattr(client.config, "credentials", None)
         url = credentials.to_native_representation() if credentials is not None else None
@@ -99,6 +107,20 @@ def _configured_url(name: str) -> Optional[str]:
     except Exception:  # a provider that cannot parse it: dlt says so itself
         return None
     return value if isinstance(value, str) and "://" in value else None
+
+
+_PERMISSION_TEXTS = ("permission denied", "access denied", "insufficient privilege", "not authorized")
+
+
+def is_permission_error(exc: BaseException) -> bool:
+    """The destination refused an operation to the configured user (a configuration matter, exit 2)."""
+    from .exceptions import exception_chain
+
+    for current in exception_chain(exc):
+        text = f"{type(current).__name__} {current}".lower()
+        if "insufficientprivilege" in text or any(phrase in text for phrase in _PERMISSION_TEXTS):
+            return True
+    return False
 
 
 def missing_credentials_message(name: str, fields: List[str]) -> str:

@@ -7,6 +7,11 @@ API reference documents them: newest first, `after` + `limit` cursors with defau
 same under `/openai/...`, wants an `api-key` header and an `api-version` parameter, lists checkpoints
 oldest first without `first_id`/`last_id`, and answers errors as `{"error": {"code","message"}}`.
 
+A living account: `advance()` (or `--advance-every SECONDS` on the command line) adds checkpoints and
+metric events, finishes and starts jobs and prunes retention. Control endpoints, at the server root (no
+key): `POST /_emulator/advance`, `POST /_emulator/faults` (JSON: the `Faults` fields, e.g.
+`{"server_error": 0.2, "seed": 1}`), `GET /_emulator/stats` (requests per endpoint, jobs per status).
+
 Hooks for tests: `add_job`, `add_checkpoint`, `add_event`, `set_status`, `expire_checkpoints`,
 `requests` and `count()`, `latency`, `faults` (random faults with a seed) and `script()` (the next
 matching requests answer as told).
@@ -98,6 +103,7 @@ class Emulator:
         self._thread: Optional[threading.Thread] = None
         self._clock = BASE_TIME
         self._serial = 0
+        self._ticks = 0
 
     # -- server life ------------------------------------------------------------------------------
     def start(self) -> "Emulator":
@@ -364,11 +370,67 @@ class Emulator:
         order = {job_id: n for n, job_id in enumerate(self.jobs)}
         return sorted(self.jobs.values(), key=lambda j: (j["created_at"] or 0, order[j["id"]]), reverse=True)
 
-    def handle(self, method: str, raw_path: str, headers: Dict[str, str]) -> Tuple[int, Dict[str, str], Any, Optional[str]]:
+    # -- a living account -----------------------------------------------------------------------
+    def advance(self) -> Dict[str, int]:
+        """One tick of a real account: every running job gets a checkpoint (and its metric events); a
+        running job with 3 or more checkpoints finishes (succeeded, or now and then failed); retention
+        keeps the last 3 checkpoints; a new job starts. Returns what changed."""
+        with self._lock:
+            changed = {"checkpoints_added": 0, "jobs_finished": 0, "jobs_started": 0, "checkpoints_pruned": 0}
+            self._ticks += 1
+            for job in [j for j in self.jobs.values() if j["status"] == "running"]:
+                self.add_checkpoint(job["id"])
+                changed["checkpoints_added"] += 1
+                if self.events.get(job["id"]):
+                    self.add_metric_events(job["id"], 5)
+                if len(self.checkpoints[job["id"]]) >= 3 and (self._ticks + len(job["id"])) % 2 == 0:
+                    self.set_status(job["id"], "failed" if self._ticks % 7 == 0 else "succeeded")
+                    changed["checkpoints_pruned"] += len(self.expire_checkpoints(job["id"], keep_last=3))
+                    changed["jobs_finished"] += 1
+            job = self.add_job(status="running", suffix=f"live-{self._ticks}")
+            self.add_event(job["id"], message="Fine-tuning job started")
+            changed["jobs_started"] += 1
+            return changed
+
+    def stats(self) -> Dict[str, Any]:
+        with self._lock:
+            by_endpoint: Dict[str, int] = {}
+            for record in self.requests:
+                by_endpoint[record.endpoint] = by_endpoint.get(record.endpoint, 0) + 1
+            statuses: Dict[str, int] = {}
+            for job in self.jobs.values():
+                statuses[job["status"]] = statuses.get(job["status"], 0) + 1
+            return {"requests": by_endpoint, "jobs": statuses,
+                    "checkpoints_served": sum(len(c) for c in self.checkpoints.values()),
+                    "faults": {k: v for k, v in vars(self.faults).items()}}
+
+    def _control(self, method: str, action: str, body: bytes) -> Tuple[int, Any]:
+        """`POST /_emulator/advance`, `POST /_emulator/faults` (a JSON object of `Faults` fields),
+        `GET /_emulator/stats`: for people and BI demos watching the data change (no key needed)."""
+        if method == "POST" and action == "advance":
+            return 200, self.advance()
+        if method == "POST" and action == "faults":
+            try:
+                fields = json.loads(body or b"{}")
+                faults = Faults(**fields)
+            except (ValueError, TypeError) as exc:
+                return 400, self._error(f"Invalid faults: {exc}", "invalid_request_error", None)
+            with self._lock:
+                self.faults = faults
+                self._rng = random.Random(faults.seed)
+            return 200, vars(faults)
+        if method == "GET" and action == "stats":
+            return 200, self.stats()
+        return 404, self._error(f"Invalid URL ({method} /_emulator/{action})", "invalid_request_error", None)
+
+    def handle(self, method: str, raw_path: str, headers: Dict[str, str], body: bytes = b"") -> Tuple[int, Dict[str, str], Any, Optional[str]]:
         """Returns (status, headers, body, action)."""
         parts = urlsplit(raw_path)
         params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         path = unquote(parts.path)
+        if path.startswith("/_emulator/"):
+            status, answer = self._control(method, path[len("/_emulator/"):], body)
+            return status, {}, answer, None
         root = "/openai" if self.flavour == "azure" else "/v1"
         endpoint, job_id = "other", None
         if path.startswith(root + "/fine_tuning/jobs"):
@@ -500,7 +562,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, extra_headers, body, action = self.emulator.handle(method, self.path, headers)
+        length = int(headers.get("content-length") or 0)
+        request_body = self.rfile.read(length) if length else b""
+        status, extra_headers, body, action = self.emulator.handle(method, self.path, headers, request_body)
         if action == "reset":
             # RST instead of FIN: the client sees a connection reset.
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -542,6 +606,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--flavour", choices=["openai", "azure"], default="openai")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
+    parser.add_argument("--advance-every", type=float, default=0.0, metavar="SECONDS",
+                        help="let the account live: every SECONDS add checkpoints, finish and start jobs, prune retention")
     args = parser.parse_args(argv)
     emulator = Emulator.synthetic(args.jobs, checkpoints_per_job=args.checkpoints, events_per_job=args.events,
                                   flavour=args.flavour, api_key=args.api_key, latency=args.latency)
@@ -551,7 +617,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.stdout.write(f"export {variable}={emulator.base_url} {key_variable}={emulator.api_key}\n")
         sys.stdout.flush()
         try:
-            threading.Event().wait()
+            stop = threading.Event()
+            while not stop.wait(args.advance_every or None):
+                emulator.advance()
         except KeyboardInterrupt:
             pass
 

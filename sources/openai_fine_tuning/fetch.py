@@ -25,7 +25,7 @@ from .exceptions import (
     QuotaExceededError,
     RequestCancelled,
 )
-from .rows import flatten, misfit_warning, to_arrow
+from .rows import flatten, misfit_warning, row_hash, to_arrow
 from .session import Session
 from .stats import JobFailure
 
@@ -46,6 +46,7 @@ class Fetched:
     error: Optional[FineTuningSourceError] = None
     newest_id: Optional[str] = None  # the first item served (lists are newest first)
     misfits: List[str] = field(default_factory=list)
+    hashes: Dict[str, str] = field(default_factory=dict)  # row id -> content hash (not for events)
 
 
 def concurrently(
@@ -139,9 +140,12 @@ def _read_children(session: Session, name: str, *, columns: settings.TColumns, n
 
     def read(job: Dict[str, Any], known_newest: Optional[str]) -> Fetched:
         misfits: List[str] = []
+        hashes: Dict[str, str] = {}
 
         def to_table(page: List[Dict[str, Any]]) -> pa.Table:
             extra = {"fine_tuning_job_id": job["id"]}
+            if not events:
+                hashes.update((item["id"], row_hash(item)) for item in page)
             rows = [flatten(item, columns, nested=nested, project=project, extra=extra, misfits=misfits) for item in page]
             return to_arrow(rows, columns)
 
@@ -149,6 +153,7 @@ def _read_children(session: Session, name: str, *, columns: settings.TColumns, n
         fetched = _read_list(job, pages, to_table)
         fetched.newest_id = fetched.newest_id or known_newest
         fetched.misfits = misfits
+        fetched.hashes = hashes
         return fetched
 
     def tasks() -> Iterator[Tuple[Dict[str, Any], Optional[str]]]:
@@ -179,13 +184,18 @@ def _read_children(session: Session, name: str, *, columns: settings.TColumns, n
             logger.warning("%s", misfit_warning(name, job_id, fetched.misfits))
         batch.extend(fetched.tables)
         batch_rows += fetched.rows
+        if events:
+            session.stats.count_rows(name, plan.change(job_id, "", None), fetched.rows)
+        for row_id, digest in fetched.hashes.items():
+            session.stats.count_rows(name, plan.change(job_id, row_id, digest))
         finished = str(fetched.job.get("status")) in settings.TERMINAL_STATUSES
         if fetched.complete and finished:
             plan.done(job_id)
-        elif fetched.complete and events and fetched.newest_id:
-            plan.pending(job_id, newest_id=fetched.newest_id)
+        elif events:
+            plan.pending(job_id, newest_id=fetched.newest_id if fetched.complete else None)
         else:
-            plan.pending(job_id)
+            before = plan.open[job_id].hashes if job_id in plan.open else None
+            plan.pending(job_id, hashes=fetched.hashes if fetched.complete else {**(before or {}), **fetched.hashes})
         if batch_rows >= ARROW_BATCH_ROWS:
             yield _concat(batch)
             batch, batch_rows = [], 0

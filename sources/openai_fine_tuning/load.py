@@ -17,7 +17,7 @@ import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import dlt
 import httpx
@@ -80,6 +80,16 @@ class LoadResult:
             codes.append(EXIT_PARTIAL)
         return worst_exit_code(codes)
 
+    def to_dict(self, describe: Callable[[BaseException], str]) -> Dict[str, Any]:
+        """One JSON-ready object for monitoring (`load --json`); `describe` turns an error into its line."""
+        return {
+            "exit_code": self.exit_code,
+            "projects": [summary.to_dict() for summary in self.summaries],
+            "errors": [{"project": e.project or None, "step": e.step, "message": describe(e.error)} for e in self.errors],
+            "interrupted": signal.Signals(self.interrupted).name if self.interrupted is not None else None,
+            "views": list(self.views),
+        }
+
     def raise_first_error(self) -> None:
         """For callers that want an exception (tests, a DAG task): the first project's error, as raised."""
         if self.errors:
@@ -92,7 +102,9 @@ def _exit_code_of(error: BaseException) -> int:
         return own.exit_code
     from dlt.common.configuration.exceptions import ConfigurationException
 
-    if any(isinstance(e, ConfigurationException) for e in exception_chain(error)):
+    from .destinations import is_permission_error
+
+    if any(isinstance(e, ConfigurationException) for e in exception_chain(error)) or is_permission_error(error):
         return EXIT_CONFIGURATION
     return EXIT_FAILURE
 

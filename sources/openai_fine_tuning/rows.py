@@ -10,6 +10,7 @@ Column names are normalized here with dlt's naming convention, so two keys never
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from functools import lru_cache
@@ -74,6 +75,12 @@ def _json_safe(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return all(_json_safe(v) for v in value)
     return False
+
+
+def row_hash(obj: Mapping[str, Any]) -> str:
+    """A short content hash of an API object: equal objects, equal hashes (for the summary's counts)."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def as_text(value: Any) -> str:

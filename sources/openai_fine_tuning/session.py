@@ -145,7 +145,7 @@ class Session:
             return set()
 
     def plan(self, name: str) -> ResourcePlan:
-        return ResourcePlan(self.catalog(), self.resource_state(name), name)
+        return ResourcePlan(self.catalog(), self.resource_state(name), name, rereading=self.full_refresh)
 
     def finish_resource(self) -> None:
         """A resource read everything it planned: record a completed reconciliation, save the state."""

@@ -11,7 +11,10 @@ machines. Layout of version 2:
              "frontier": {"id", "created_at", "peers": [ids created in that same second]} | null,
              "ordered": true,            # false once the jobs list was seen out of order: read it whole
              "open": {<job id>: {"misses": <404s in a row>, "failures": <failed reads in a row>,
-                                 "newest_id": <newest event id loaded> | null}}}}}}}
+                                 "newest_id": <newest event id loaded> | null,
+                                 "hashes": {<row id>: <content hash of the row last loaded>}}}}}}}}
+
+The hashes of an open job's rows tell the summary which re-read rows changed (dlt cannot after a merge).
 
 Version 1 (releases up to 0.1.0) had no `version` key and kept the resources directly under the project.
 `read_state` migrates it; a state of a newer version, or one that does not have this shape, raises
@@ -49,9 +52,12 @@ class OpenJob:
     misses: int = 0
     failures: int = 0
     newest_id: Optional[str] = None
+    hashes: Optional[Dict[str, str]] = None  # None: never recorded (a state from 0.1.0)
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
+        if self.hashes is not None:
+            out["hashes"] = dict(self.hashes)
         if self.misses:
             out["misses"] = self.misses
         if self.failures:
@@ -160,10 +166,14 @@ class _Reader:
         for job_id, entry in open_raw.items():
             entry_path = f"{path}.open.{job_id}"
             entry = self.mapping(entry if entry is not None else {}, entry_path)
+            hashes = entry.get("hashes")
+            if hashes is not None:
+                hashes = {str(k): str(v) for k, v in self.mapping(hashes, f"{entry_path}.hashes").items()}
             open_jobs[str(job_id)] = OpenJob(
                 misses=self.count(entry.get("misses"), f"{entry_path}.misses"),
                 failures=self.count(entry.get("failures"), f"{entry_path}.failures"),
                 newest_id=self.text(entry.get("newest_id"), f"{entry_path}.newest_id", optional=True),
+                hashes=hashes,
             )
         return ResourceState(frontier=self.frontier(raw.get("frontier"), f"{path}.frontier"), ordered=ordered, open=open_jobs)
 

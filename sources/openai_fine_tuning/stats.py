@@ -1,4 +1,5 @@
-"""What one run did, counted while it runs and read by the summary: requests, retries, jobs left for later.
+"""What one run did, counted while it runs and read by the summary: requests, retries, rows new, updated
+and unchanged, jobs left for later.
 
 The source fills it (its HTTP client counts requests and retries; its resources record jobs that could not
 be read); `load` reads it. Thread safe: the worker threads share it.
@@ -9,6 +10,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from typing import Dict, List
+
+# What happened to a row read this run (decided before loading: dlt cannot tell after a merge)
+NEW, UPDATED, UNCHANGED, REREAD = "new", "updated", "unchanged", "re-read"
+CHANGE_KINDS = (NEW, UPDATED, UNCHANGED, REREAD)
 
 
 @dataclass
@@ -25,6 +30,7 @@ class RunStats:
     retries: int = 0
     failures: List[JobFailure] = field(default_factory=list)
     reconciled: Dict[str, int] = field(default_factory=dict)  # project -> jobs an earlier listing missed
+    changes: Dict[str, Dict[str, int]] = field(default_factory=dict)  # table -> new/updated/unchanged/re-read
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count_request(self) -> None:
@@ -34,6 +40,12 @@ class RunStats:
     def count_retry(self) -> None:
         with self._lock:
             self.retries += 1
+
+    def count_rows(self, table: str, kind: str, rows: int = 1) -> None:
+        if rows:
+            with self._lock:
+                counts = self.changes.setdefault(table, {})
+                counts[kind] = counts.get(kind, 0) + rows
 
     def job_failed(self, failure: JobFailure) -> None:
         with self._lock:
