@@ -215,3 +215,13 @@ def test_a_job_without_created_at_is_always_read_and_never_becomes_the_frontier(
     assert odd["id"] in ids
     loader.run()
     assert emulator.count("jobs_list") == 1
+
+
+def test_open_jobs_beyond_the_pages_read_are_looked_up_concurrently(make_loader: Any) -> None:
+    with Emulator.synthetic(20, open_jobs=10, checkpoints_per_job=1, latency=0.05) as emu:
+        loader = make_loader(emu)
+        loader.run(page_size=2, concurrency=4, resources=["jobs"])
+        loader.run(page_size=2, concurrency=4, resources=["jobs"])
+        assert (emu.count("jobs_list"), emu.count("job")) == (1, 8)  # 2 open jobs on the page, 8 looked up
+        assert emu.max_in_flight > 1  # at the same time, not one by one
+        assert loaded_job_rows(loader.rows("jobs")) == expected_jobs(emu)

@@ -151,3 +151,30 @@ def test_no_permission_on_the_destination_is_a_configuration_error(capsys: Any, 
     finally:
         with psycopg2.connect(POSTGRES_URL) as connection, connection.cursor() as cursor:
             cursor.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_a_plain_dlt_run_takes_its_settings_from_dlt_config(monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> None:
+    import dlt
+
+    from openai_fine_tuning import openai_fine_tuning
+
+    monkeypatch.setenv("SOURCES__OPENAI_FINE_TUNING__API_KEY", emulator.api_key)
+    monkeypatch.setenv("SOURCES__OPENAI_FINE_TUNING__BASE_URL", emulator.base_url)
+    monkeypatch.setenv("SOURCES__OPENAI_FINE_TUNING__PAGE_SIZE", "4")
+    pipeline = dlt.pipeline(pipeline_name="plain", destination="duckdb", dataset_name="openai_fine_tuning")
+    pipeline.run(openai_fine_tuning())
+    assert (emulator.count("jobs_list"), emulator.count("checkpoints")) == (3, 12)  # 12 jobs, 4 a page
+    assert list(pipeline.state["sources"]) == ["openai_fine_tuning"]
+
+
+def test_help_and_usage_errors_do_not_import_dlt() -> None:
+    code = (
+        "import sys\n"
+        "from openai_fine_tuning.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "try:\n    main(['load', '--nope'])\nexcept SystemExit as e:\n    assert e.code == 2\n"
+        "print(sorted(m for m in sys.modules if m == 'dlt' or m.startswith('dlt.')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"

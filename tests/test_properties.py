@@ -130,3 +130,27 @@ def test_redact_text(text: str, expected: str) -> None:
 
 def test_redact_url_drops_user_info_and_secret_parameters() -> None:
     assert redact_url("https://user:pw@example.com/v1/x?api-key=abc&limit=2") == "https://example.com/v1/x?api-key=***&limit=2"
+
+
+@pytest.mark.parametrize("text", [
+    '{"data": [{"id": "a", "x": NaN, "y": Infinity, "z": -Infinity}], "has_more": false}',
+    '{"data": [{"id": "a", "x": 1e400}]}',
+    '{"data": [{"id": "a", "x": 18446744073709551616, "y": 1180591620717411303424, "z": -18446744073709551617}]}',
+    '{"data": [{"id": "a", "x": 18446744073709551615, "y": 0.1, "z": "\\u00e9"}], "has_more": true}',
+    '{"data": [{"id": "a", "x": 0.12345678901234567890123}]}',
+])
+def test_fast_json_decoding_is_exact(text: str) -> None:
+    import json as stdlib
+
+    from openai_fine_tuning.decoding import decode_json
+
+    decoded, expected = decode_json(text.encode()), stdlib.loads(text)
+    assert repr(decoded) == repr(expected)  # the same values, the same types (NaN compares by repr)
+    assert [type(v) for v in decoded["data"][0].values()] == [type(v) for v in expected["data"][0].values()]
+
+
+def test_a_body_that_is_not_json_still_fails() -> None:
+    from openai_fine_tuning.decoding import decode_json
+
+    with pytest.raises(ValueError):
+        decode_json(b'{"data": [')

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set
 
 from .client import FineTuningClient
@@ -162,6 +163,23 @@ class JobCatalog:
         elif created == self.newest.created_at:
             self.newest.peers.append(job["id"])
 
+    def prefetch(self, job_ids: Sequence[str]) -> None:
+        """Look up many jobs at once, as concurrently as the client allows (open jobs that the pages read
+        did not list: an account with many running jobs would otherwise wait for them one by one)."""
+        wanted = [job_id for job_id in dict.fromkeys(job_ids) if job_id not in self._lookups]
+        if len(wanted) <= 1:
+            return  # none or one: `lookup` asks for it when needed
+        workers = min(self._client().config.concurrency, len(wanted))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fine-tuning-lookup") as pool:
+            for job_id, job in zip(wanted, pool.map(self._get_or_none, wanted)):
+                self._lookups[job_id] = job
+
+    def _get_or_none(self, job_id: str) -> Optional[Dict[str, Any]]:
+        try:
+            return self._client().get_job(job_id)
+        except NotFoundError:
+            return None
+
     def lookup(self, job_id: str, *, strict: bool = False) -> Optional[Dict[str, Any]]:
         """GET a job by id, once per run. None when it is gone (404), unless `strict` (named by --job)."""
         if job_id not in self._lookups:
@@ -229,7 +247,9 @@ class ResourcePlan:
             elif self.catalog.reconcile and job["id"] not in self.catalog.known():
                 self.catalog.missed[job["id"]] = None
                 yield job, fresh
-        for job_id in [job_id for job_id in self.open if job_id not in seen]:
+        unlisted = [job_id for job_id in self.open if job_id not in seen]
+        self.catalog.prefetch(unlisted)
+        for job_id in unlisted:
             job = self.catalog.lookup(job_id)
             if job is None:
                 self.missing(job_id, "the job is no longer listed and its lookup answered 404")

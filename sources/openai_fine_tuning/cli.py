@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, NoReturn, Optional, Sequence
 
 from . import settings
-from .config import resolve_settings
 from .exceptions import EXIT_CONFIGURATION, EXIT_FAILURE, RunInterrupted, exception_chain, find_source_error
 from .redaction import redact_text
 
@@ -197,6 +196,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .config import resolve_settings
     from .emulator import Emulator
     from .load import load
     from .runner import make_pipeline

@@ -20,6 +20,7 @@ import httpx
 import tenacity
 
 from . import settings
+from .decoding import decode_json
 from .exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -215,7 +216,7 @@ class FineTuningClient:
                 " base_url (OPENAI_BASE_URL / AZURE_OPENAI_ENDPOINT) to the API's own address"
             )
         try:
-            return response.json()
+            return decode_json(response.content)
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
             raise InvalidResponseError(
                 f"GET {self._display(path)} returned {response.status_code} with a body that is not JSON"

@@ -104,6 +104,8 @@ class Emulator:
         self._clock = BASE_TIME
         self._serial = 0
         self._ticks = 0
+        self._in_flight = 0
+        self.max_in_flight = 0  # the most requests it was answering at once
 
     # -- server life ------------------------------------------------------------------------------
     def start(self) -> "Emulator":
@@ -321,6 +323,7 @@ class Emulator:
         with self._lock:
             self.requests.clear()
             self.fault_log.clear()
+            self.max_in_flight = 0
 
     # -- synthetic data ---------------------------------------------------------------------------
     @classmethod
@@ -366,6 +369,10 @@ class Emulator:
             return {c["id"]: c for job_id, cs in self.checkpoints.items() if job_id not in self.missing_checkpoints for c in cs}
 
     # -- request handling -------------------------------------------------------------------------
+    def sorted_jobs(self) -> List[Dict[str, Any]]:
+        """The jobs as the list endpoint serves them: newest first (ties: the order they were added)."""
+        return self._sorted_jobs()
+
     def _sorted_jobs(self) -> List[Dict[str, Any]]:
         order = {job_id: n for n, job_id in enumerate(self.jobs)}
         return sorted(self.jobs.values(), key=lambda j: (j["created_at"] or 0, order[j["id"]]), reverse=True)
@@ -442,6 +449,17 @@ class Emulator:
                 endpoint, job_id = "job", segments[0]
             elif len(segments) == 2 and segments[1] in ("checkpoints", "events"):
                 endpoint, job_id = segments[1], segments[0]
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            return self._answer(method, raw_path, path, params, endpoint, job_id, headers)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _answer(self, method: str, raw_path: str, path: str, params: Dict[str, str], endpoint: str,
+                job_id: Optional[str], headers: Dict[str, str]) -> Tuple[int, Dict[str, str], Any, Optional[str]]:
         safe_headers = {k: v for k, v in headers.items() if k not in ("authorization", "api-key")}
         record = RequestRecord(method, path, params, endpoint, safe_headers)
         if self.on_request is not None:

@@ -123,7 +123,7 @@ def load(
     """Load each project in turn into the pipeline's dataset, each in its own dlt run: a failing project
     loses nothing of the others (its own state does not move). Never raises for a failed run: the result
     carries the errors and the exit code."""
-    from . import openai_fine_tuning
+    from .source import openai_fine_tuning
 
     result = LoadResult()
     with _signals_raise_interrupted(), warnings.catch_warnings():
