@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, NoReturn, Optional, Sequence
 
 from . import settings
-from .exceptions import EXIT_CONFIGURATION, EXIT_FAILURE, RunInterrupted, exception_chain, find_source_error
+from .exceptions import EXIT_CONFIGURATION, RunInterrupted, exception_chain, find_source_error
 from .redaction import redact_text
 
 logger = logging.getLogger("openai_fine_tuning")
@@ -316,25 +316,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _hint(exc: BaseException, verbose: bool) -> str:
-    configuration = _exit_code(exc) == EXIT_CONFIGURATION
+    from .load import exit_code_of
+
+    configuration = exit_code_of(exc) == EXIT_CONFIGURATION
     return "" if find_source_error(exc) is not None or configuration or verbose else " (run with --verbose for the traceback)"
-
-
-def _exit_code(exc: BaseException) -> int:
-    from .destinations import is_permission_error
-
-    own = find_source_error(exc)
-    if own is not None:
-        return own.exit_code
-    return EXIT_CONFIGURATION if _dlt_config_message(exc) is not None or is_permission_error(exc) else EXIT_FAILURE
 
 
 def report_failure(exc: BaseException, *, verbose: bool = False, secrets: Sequence[str] = ()) -> int:
     """Print one line on stderr (the traceback too with `verbose`) and return the exit code."""
     if verbose:
         traceback.print_exc()
+    from .load import exit_code_of
+
     print(f"error: {_one_line(exc, secrets)}{_hint(exc, verbose)}", file=sys.stderr)
-    return _exit_code(exc)
+    return exit_code_of(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -84,18 +84,15 @@ def concurrently(
 
 
 def _read_list(job: Dict[str, Any], paginator: Any, to_table: Callable[[List[Dict[str, Any]]], pa.Table]) -> Fetched:
-    """Page one job's list to the end (or to the known id), turning each page into Arrow at once.
-    Duplicate ids (within or across pages) keep their last served version."""
+    """Page one job's list to the end (or to the known id) and turn it into Arrow in this worker thread.
+    An id served twice (within or across pages) keeps its last served version."""
     fetched = Fetched(job=job)
-    seen: Dict[str, int] = {}
-    pages: List[List[Dict[str, Any]]] = []
+    latest: Dict[str, Dict[str, Any]] = {}
     try:
         for page in paginator:
             if fetched.newest_id is None:
                 fetched.newest_id = page[0]["id"]
-            pages.append(page)
-            for item in page:
-                seen[item["id"]] = len(pages) - 1
+            latest.update((item["id"], item) for item in page)
     except NotFoundError as exc:
         fetched.missing = exc
         return fetched
@@ -104,13 +101,9 @@ def _read_list(job: Dict[str, Any], paginator: Any, to_table: Callable[[List[Dic
     except FineTuningSourceError as exc:
         fetched.error = exc
         return fetched
-    for index, page in enumerate(pages):
-        items = [item for item in page if seen.get(item["id"]) == index]
-        if len(items) != len({item["id"] for item in items}):
-            items = list({item["id"]: item for item in items}.values())
-        if items:
-            fetched.tables.append(to_table(items))
-            fetched.rows += len(items)
+    if latest:
+        fetched.tables.append(to_table(list(latest.values())))
+        fetched.rows = len(latest)
     fetched.complete = paginator.complete
     return fetched
 

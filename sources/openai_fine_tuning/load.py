@@ -75,7 +75,7 @@ class LoadResult:
         codes = [EXIT_OK]
         if self.interrupted is not None:
             codes.append(EXIT_SIGTERM if self.interrupted == signal.SIGTERM else EXIT_SIGINT)
-        codes.extend(_exit_code_of(error.error) for error in self.errors)
+        codes.extend(exit_code_of(error.error) for error in self.errors)
         if self.failed_jobs:
             codes.append(EXIT_PARTIAL)
         return worst_exit_code(codes)
@@ -96,7 +96,9 @@ class LoadResult:
             raise self.errors[0].error
 
 
-def _exit_code_of(error: BaseException) -> int:
+def exit_code_of(error: BaseException) -> int:
+    """The exit code an error means: our own errors say theirs; dlt's configuration errors and a
+    destination that refuses the user a permission are configuration (2); anything else is 1."""
     own = find_source_error(error)
     if own is not None:
         return own.exit_code
@@ -141,7 +143,7 @@ def load(
                         reconcile=reconcile, full_refresh=full_refresh, transport=transport, stats=stats,
                     )
                     try:
-                        result.summaries.append(run_source(pipeline, source, stats=stats, project=name, lock=False, views=False))
+                        result.summaries.append(run_source(pipeline, source, stats=stats, project=name))
                     except Exception as exc:
                         signum = _signal_in(exc)
                         if signum is not None:

@@ -1,4 +1,5 @@
-"""Building and running the pipeline: destination defaults, loader file format, a run lock, a summary."""
+"""Building and running the pipeline: destination defaults, loader file format, a run lock, one dlt run
+and its summary, and the disk it leaves (completed packages are deleted)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,18 @@ import importlib.util
 import logging
 import os
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 
 import dlt
+from dlt.common.exceptions import SignalReceivedException
 from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from dlt.common.exceptions import SignalReceivedException
-
 from . import settings
-from .client import ClientSettings
 from .exceptions import ConfigurationError, PipelineLockedError, RunInterrupted, exception_chain
 from .stats import CHANGE_KINDS, NEW, REREAD, UPDATED, JobFailure, RunStats
-from .views import create_views
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +34,6 @@ class RunSummary:
     requests: int = 0
     retries: int = 0
     seconds: float = 0.0
-    views: List[str] = field(default_factory=list)
     failures: List[JobFailure] = field(default_factory=list)
     changes: Dict[str, Dict[str, int]] = field(default_factory=dict)  # table -> new/updated/unchanged/re-read
 
@@ -63,7 +60,7 @@ class RunSummary:
             "location": self.location, "changed": self.changed,
             "tables": {table: {kind: counts.get(kind, 0) for kind in CHANGE_KINDS} for table, counts in sorted(self.changes.items())},
             "rows_loaded": dict(sorted(self.rows.items())), "requests": self.requests, "retries": self.retries,
-            "seconds": round(self.seconds, 3), "views": list(self.views),
+            "seconds": round(self.seconds, 3),
             "jobs_left_for_next_run": [{"resource": f.resource, "job_id": f.job_id, "reason": f.reason} for f in self.failures],
         }
 
@@ -156,39 +153,29 @@ def _table_format(pipeline: dlt.Pipeline) -> Optional[str]:
 
 
 def run_source(
-    pipeline: dlt.Pipeline,
-    source: Any,
-    *,
-    stats: Optional[RunStats] = None,
-    project: str = settings.DEFAULT_PROJECT,
-    lock: bool = True,
-    views: bool = True,
+    pipeline: dlt.Pipeline, source: Any, *, stats: Optional[RunStats] = None, project: str = settings.DEFAULT_PROJECT
 ) -> RunSummary:
-    """Run the source through the pipeline under the lock, create the views, and summarise. Raises what
-    the run raised (`load` turns it into an outcome)."""
+    """One dlt run of the source (after finishing a package an interrupted run left) and its summary.
+    Raises what the run raised; `load` holds the lock around it, creates the views and turns errors into
+    an outcome."""
     started = time.perf_counter()
-    with pipeline_lock(pipeline) if lock else nullcontext():
-        kwargs: Dict[str, Any] = {"loader_file_format": loader_file_format(pipeline)}
-        table_format = _table_format(pipeline)
-        if table_format:
-            kwargs["table_format"] = table_format
-        _finish_interrupted_load(pipeline)
-        try:
-            info: LoadInfo = pipeline.run(source, **kwargs)
-        except PipelineStepFailed as exc:
-            if exc.step in ("normalize", "load") and not _interrupted(exc):
-                _forget_unloaded_state(pipeline, "the load failed after extraction")
-            raise
-        delete_loaded_packages(pipeline)
-        created: List[str] = []
-        if views and pipeline.destination.destination_name != "filesystem":
-            created = create_views(pipeline)
+    kwargs: Dict[str, Any] = {"loader_file_format": loader_file_format(pipeline)}
+    table_format = _table_format(pipeline)
+    if table_format:
+        kwargs["table_format"] = table_format
+    _finish_interrupted_load(pipeline)
+    try:
+        info: LoadInfo = pipeline.run(source, **kwargs)
+    except PipelineStepFailed as exc:
+        if exc.step in ("normalize", "load") and not _interrupted(exc):
+            _forget_unloaded_state(pipeline, "the load failed after extraction")
+        raise
+    delete_loaded_packages(pipeline)
     summary = RunSummary(
         project=project,
         destination=pipeline.destination.destination_name,
         dataset=pipeline.dataset_name,
         location=_location(pipeline, info),
-        views=created,
     )
     trace = pipeline.last_trace
     if trace is not None and trace.last_normalize_info is not None:

@@ -34,7 +34,7 @@ import httpx
 from dlt.sources import DltResource
 
 from . import settings as defaults
-from .client import ClientSettings, FineTuningClient
+from .client import ClientSettings
 from .config import resolve_settings
 from .exceptions import ConfigurationError
 from .fetch import read_children
