@@ -69,3 +69,22 @@ def test_json_prints_one_object_for_monitoring(capsys: Any, monkeypatch: pytest.
     assert document["exit_code"] == 2 and document["projects"] == []
     assert document["errors"][0]["message"].startswith("GET http://127.0.0.1:") and "HTTP 401" in document["errors"][0]["message"]
     assert "sk-wrong" not in out and err.count("\n") == 1
+
+
+def test_an_always_null_field_prints_no_dlt_warning(capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> None:
+    for job in emulator.jobs.values():
+        job["usage_metrics"] = None
+        job["a_new_field"] = None
+    emulator.add_event(next(iter(emulator.jobs)), message="no data")["data"] = None  # served as `"data": null`
+    monkeypatch.setenv("OPENAI_API_KEY", emulator.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
+    assert main(["load", "--resources", "jobs,checkpoints,events"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out.startswith("Loaded into")
+    import duckdb
+
+    with duckdb.connect("fine_tuning.duckdb") as db:
+        columns = {r[0] for r in db.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'events'").fetchall()}
+        jobs = {r[0] for r in db.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'jobs'").fetchall()}
+    assert "data" not in columns and "data__v_text" not in columns  # `data: null` adds no column
+    assert "usage_metrics" in jobs and "a_new_field" not in jobs  # declared: present; unknown and only null: absent

@@ -122,9 +122,10 @@ _MISFIT = _Misfit()
 
 
 def put(row: Dict[str, Any], column: str, value: Any, data_type: str, misfits: Optional[List[str]] = None) -> None:
-    """Store `value` under `column` if it fits `data_type`, else as text in the variant column."""
+    """Store `value` under `column` if it fits `data_type`, else as text in the variant column. A null is
+    left out: declared columns exist anyway, and an undeclared column with only nulls would make dlt warn
+    on every run (a merge writes the whole row, so a value that became null becomes NULL)."""
     if value is None:
-        row.setdefault(column, None)
         return
     converted = fit(value, data_type)
     if converted is _MISFIT:

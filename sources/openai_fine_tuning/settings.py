@@ -96,6 +96,9 @@ JOB_COLUMNS: TColumns = {
     "result_files": _col("json"),
     "integrations": _col("json"),
     "metadata": _col("json"),
+    # seen in real responses, missing from the published schema
+    "usage_metrics": _col("json"),
+    "shared_with_openai": _col("bool"),
 }
 
 CHECKPOINT_COLUMNS: TColumns = {
