@@ -9,17 +9,23 @@ decoded by the standard library instead, so every value arrives exactly as serve
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
-_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+# every digit -> "1", any other byte -> "0": a run of 20 digits is then a plain substring search, in C
+# (13x faster than the regex [0-9]{20} on a 30 KB page, which cost the events backfill 2 s of GIL)
+_DIGIT_MAP = bytes(0x31 if 0x30 <= byte <= 0x39 else 0x30 for byte in range(256))
+_TWENTY_DIGITS = b"1" * 20
+
+
+def has_long_digit_run(content: bytes) -> bool:
+    return content.translate(_DIGIT_MAP).find(_TWENTY_DIGITS) >= 0
 
 
 def decode_json(content: bytes) -> Any:
     """The JSON document in `content`, decoded exactly; raises ValueError when it is not JSON."""
-    if _LONG_DIGITS.search(content) is None:
+    if not has_long_digit_run(content):
         try:
             return orjson.loads(content)
         except orjson.JSONDecodeError:

@@ -84,15 +84,20 @@ def concurrently(
 
 
 def _read_list(job: Dict[str, Any], paginator: Any, to_table: Callable[[List[Dict[str, Any]]], pa.Table]) -> Fetched:
-    """Page one job's list to the end (or to the known id) and turn it into Arrow in this worker thread.
-    An id served twice (within or across pages) keeps its last served version."""
+    """Page one job's list to the end (or to the known id), turning each page into Arrow at once in this
+    worker thread. An id served twice (within or across pages) keeps its last served version."""
     fetched = Fetched(job=job)
-    latest: Dict[str, Dict[str, Any]] = {}
+    pages: List[Any] = []  # (Arrow table, ids on that page)
+    seen: Dict[str, int] = {}
+    repeated = False
     try:
         for page in paginator:
             if fetched.newest_id is None:
                 fetched.newest_id = page[0]["id"]
-            latest.update((item["id"], item) for item in page)
+            unique = {item["id"]: item for item in page}
+            repeated = repeated or len(unique) < len(page) or any(item_id in seen for item_id in unique)
+            seen.update(dict.fromkeys(unique, len(pages)))
+            pages.append((to_table(list(unique.values())), list(unique)))
     except NotFoundError as exc:
         fetched.missing = exc
         return fetched
@@ -101,9 +106,13 @@ def _read_list(job: Dict[str, Any], paginator: Any, to_table: Callable[[List[Dic
     except FineTuningSourceError as exc:
         fetched.error = exc
         return fetched
-    if latest:
-        fetched.tables.append(to_table(list(latest.values())))
-        fetched.rows = len(latest)
+    for index, (table, ids) in enumerate(pages):
+        if repeated and any(seen[item_id] != index for item_id in ids):
+            keep = pa.array([seen[item_id] == index for item_id in ids])
+            table = table.filter(keep)  # served again on a later page: that version is the latest
+        if table.num_rows:
+            fetched.tables.append(table)
+            fetched.rows += table.num_rows
     fetched.complete = paginator.complete
     return fetched
 

@@ -127,6 +127,16 @@ def put(row: Dict[str, Any], column: str, value: Any, data_type: str, misfits: O
     on every run (a merge writes the whole row, so a value that became null becomes NULL)."""
     if value is None:
         return
+    kind = type(value)  # fast paths for the values nearly every row holds
+    if kind is float and data_type == "double" and value - value == 0.0:  # finite: inf - inf and nan are nan
+        row[column] = value
+        return
+    if kind is str and data_type == "text":
+        row[column] = value
+        return
+    if kind is int and data_type == "bigint" and INT64_MIN <= value <= INT64_MAX:
+        row[column] = value
+        return
     converted = fit(value, data_type)
     if converted is _MISFIT:
         row[column + VARIANT_SUFFIX] = as_text(value)
