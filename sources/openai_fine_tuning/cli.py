@@ -162,10 +162,10 @@ def report_result(result: Any, *, verbose: bool = False, secrets: Sequence[str] 
     from .load import interrupted_message, partial_message
 
     if as_json:
-        document = result.to_dict(lambda error: _one_line(error, secrets))
-        print(json.dumps(document, sort_keys=True))
-    for summary in result.summaries if not as_json else ():
-        print(summary.line())
+        print(json.dumps(result.to_dict(lambda error: _one_line(error, secrets)), sort_keys=True))
+    else:
+        for summary in result.summaries:
+            print(summary.line())
     several = len(result.errors) > 1 or (result.errors and result.summaries)
     for error in result.errors:
         if verbose:

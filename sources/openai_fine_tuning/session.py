@@ -97,11 +97,14 @@ class Session:
     def project_state(self) -> ProjectState:
         if self._state is None:
             raw = dlt.current.source_state()
-            if self.full_refresh:
-                state = read_state(raw) if _readable(raw) else SourceState()
-                state.projects[self.project_name] = ProjectState()
-            else:
+            try:
                 state = read_state(raw)
+            except StateError:
+                if not self.full_refresh:
+                    raise
+                state = SourceState()  # the recovery: an unusable state is rebuilt
+            if self.full_refresh:
+                state.projects[self.project_name] = ProjectState()
             self._raw, self._state = raw, state
         return self._state.project(self.project_name)
 
@@ -148,14 +151,11 @@ class Session:
         return ResourcePlan(self.catalog(), self.resource_state(name), name, rereading=self.full_refresh)
 
     def finish_resource(self) -> None:
-        """A resource read everything it planned: record a completed reconciliation, save the state."""
-        self.listing_finished()
-        self.save_state()
-
-    def listing_finished(self) -> None:
-        """Called when a resource ended: record a completed reconciliation (or backfill)."""
+        """A resource read everything it planned: record a completed reconciliation (or backfill), save
+        the state."""
         if self._catalog is not None and self._catalog.reconciled:
             self.project_state().reconciled_at = self.started_at
+        self.save_state()
 
     def _report(self) -> None:
         if self._reported or self._catalog is None:
@@ -164,12 +164,4 @@ class Session:
         warning = self._catalog.missed_warning()
         if warning:
             logger.warning("%s", warning)
-            self.stats.reconciled[self.project_name] = len(self._catalog.missed)
 
-
-def _readable(raw: Dict[str, Any]) -> bool:
-    try:
-        read_state(raw)
-        return True
-    except StateError:
-        return False

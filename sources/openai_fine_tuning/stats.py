@@ -29,7 +29,6 @@ class RunStats:
     requests: int = 0
     retries: int = 0
     failures: List[JobFailure] = field(default_factory=list)
-    reconciled: Dict[str, int] = field(default_factory=dict)  # project -> jobs an earlier listing missed
     changes: Dict[str, Dict[str, int]] = field(default_factory=dict)  # table -> new/updated/unchanged/re-read
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -50,7 +49,3 @@ class RunStats:
     def job_failed(self, failure: JobFailure) -> None:
         with self._lock:
             self.failures.append(failure)
-
-    def failed_jobs(self) -> List[str]:
-        with self._lock:
-            return list(dict.fromkeys(f.job_id for f in self.failures))

@@ -23,6 +23,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import sqlglot
 from sqlglot import exp
 
+from .warehouse import existing_tables, tables_with_data
+
 logger = logging.getLogger(__name__)
 
 BEST_CHECKPOINT_SQL = """
@@ -201,16 +203,6 @@ def destination_dialect(pipeline: Any, client: Any = None) -> Optional[str]:
     return None
 
 
-def _tables_present(pipeline: Any, client: Any) -> List[str]:
-    from .warehouse import table_exists
-
-    schema = pipeline.default_schema.tables if pipeline.default_schema_name else {}
-    candidates = [name for name in TABLE_NAMES if name in schema and schema[name].get("columns")]
-    if not candidates or not client.has_dataset():
-        return []
-    return [name for name in candidates if table_exists(client, name)]
-
-
 def create_views(pipeline: Any) -> List[str]:
     """Create (drop and re-create) the views in the pipeline's dataset, in its destination's dialect.
     Returns the names of the views created; a view that cannot be created is a warning, never an error."""
@@ -226,7 +218,7 @@ def create_views(pipeline: Any) -> List[str]:
         if dialect not in DURATION_SECONDS:
             logger.warning("views were not created on destination %s: its SQL dialect (%s) is not supported", where, dialect)
             return []
-        tables = _tables_present(pipeline, client)
+        tables = existing_tables(client, tables_with_data(pipeline, TABLE_NAMES))
         target = _client_qualifier(client, dialect)
         qualify = unqualified if dialect == "sqlite" else target
         failed: set = set()

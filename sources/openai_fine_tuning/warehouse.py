@@ -9,7 +9,7 @@ the job ids of `checkpoints` and `events` (a job with neither is then read again
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Set
+from typing import Any, List, Sequence, Set
 
 from .settings import PROJECT_COLUMN
 
@@ -22,14 +22,20 @@ class KnownIdsUnavailable(Exception):
     """The destination cannot be read back (no SQL client, no table format we can read)."""
 
 
-def _tables_with_data(pipeline: Any) -> List[str]:
+def tables_with_data(pipeline: Any, names: Sequence[str]) -> List[str]:
+    """Those of `names` that the pipeline's schema knows with columns (loaded at least once)."""
     tables = pipeline.default_schema.tables if pipeline.default_schema_name else {}
-    return [name for name, _ in _ID_COLUMNS if name in tables and tables[name].get("columns")]
+    return [name for name in names if name in tables and tables[name].get("columns")]
+
+
+def existing_tables(client: Any, names: Sequence[str]) -> List[str]:
+    """Those of `names` that exist in the client's dataset."""
+    return [name for name in names if table_exists(client, name)] if names and client.has_dataset() else []
 
 
 def known_job_ids(pipeline: Any, project: str) -> Set[str]:
     """Ids of the jobs of `project` that the pipeline's dataset holds."""
-    tables = _tables_with_data(pipeline)
+    tables = tables_with_data(pipeline, [name for name, _ in _ID_COLUMNS])
     wanted = ["jobs"] if "jobs" in tables else [t for t in tables if t != "jobs"]
     if not wanted:
         return set()
@@ -47,8 +53,7 @@ def _from_sql(pipeline: Any, project: str, tables: List[str]) -> Set[str]:
     ids: Set[str] = set()
     columns = dict(_ID_COLUMNS)
     with client_context as client:
-        existing = [table for table in tables if table_exists(client, table)] if client.has_dataset() else []
-        for table in existing:
+        for table in existing_tables(client, tables):
             qualified = client.make_qualified_table_name(table)
             rows = client.execute_sql(
                 f"SELECT DISTINCT {columns[table]} FROM {qualified} WHERE {PROJECT_COLUMN} = {literal}"
