@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from openai_fine_tuning.emulator import LoopbackServer
+
 KEY = "sk-hostile-0000000000000000"
 MAX_STALL_SECONDS = 20.0  # a stalled answer gives up after this, so the server always stops
 
@@ -62,8 +64,7 @@ class HostileAPI:
     # -- server ---------------------------------------------------------------------------------
     def __enter__(self) -> "HostileAPI":
         handler = type("Handler", (_Handler,), {"api": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
+        self._server = LoopbackServer(("127.0.0.1", 0), handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

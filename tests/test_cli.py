@@ -313,3 +313,25 @@ def test_the_living_emulator_changes_on_its_own_and_answers_its_control_endpoint
     finally:
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=10) == 0
+
+
+def test_a_client_that_drops_its_connection_prints_nothing_from_the_test_servers(capsys: Any) -> None:
+    from http.server import BaseHTTPRequestHandler
+
+    from openai_fine_tuning.emulator import LoopbackServer
+
+    server = LoopbackServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    try:
+        for dropped in (ConnectionResetError("reset by peer"), BrokenPipeError("broken pipe")):
+            try:
+                raise dropped
+            except OSError:
+                server.handle_error(None, ("127.0.0.1", 1))
+        assert capsys.readouterr().err == ""
+        try:
+            raise ValueError("a real server error")
+        except ValueError:
+            server.handle_error(None, ("127.0.0.1", 1))
+        assert "ValueError: a real server error" in capsys.readouterr().err  # other errors still show
+    finally:
+        server.server_close()

@@ -110,8 +110,7 @@ class Emulator:
     # -- server life ------------------------------------------------------------------------------
     def start(self) -> "Emulator":
         handler = type("Handler", (_Handler,), {"emulator": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
+        self._server = LoopbackServer(("127.0.0.1", 0), handler)
         self._server.request_queue_size = 128
         self._thread = threading.Thread(target=self._server.serve_forever, name="fine-tuning-emulator", daemon=True)
         self._thread.start()
@@ -565,6 +564,18 @@ class Emulator:
             body["first_id"] = page[0]["id"] if page else None
             body["last_id"] = page[-1]["id"] if page else None
         return 200, body
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    """A threaded server whose clients may drop a connection at any time (a read timeout, a closed pool):
+    a reset or broken pipe ends that connection quietly instead of printing a traceback on stderr."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
