@@ -130,11 +130,12 @@ class Loader:
 
     def run(self, *, job_ids: Optional[List[str]] = None, resources: Optional[List[str]] = None,
             project_name: str = "default", reconcile: bool = False, full_refresh: bool = False,
-            **overrides: Any) -> RunSummary:
+            metadata: Optional[Dict[str, str]] = None, **overrides: Any) -> RunSummary:
         """One `load` (the CLI's code path); its error, if any, is raised as the run raised it."""
         self.emulator.reset_counts()
         self.result = load(
-            self.pipeline(), [(project_name, self.settings(**overrides))], job_ids=job_ids, resources=resources,
+            self.pipeline(), [(project_name, self.settings(**overrides))], job_ids=job_ids, metadata=metadata,
+            resources=resources,
             reconcile=reconcile, full_refresh=full_refresh,
         )
         self.result.raise_first_error()

@@ -20,7 +20,7 @@ class FakeClient:
         self.jobs = FakeList(jobs)
         self.page_size = page_size
 
-    def list_jobs(self) -> CursorPaginator:
+    def list_jobs(self, **filters: Any) -> CursorPaginator:
         return CursorPaginator(self.jobs, endpoint="GET /jobs", page_size=self.page_size)
 
 

@@ -146,7 +146,8 @@ def test_an_unknown_job_named_with_job_fails_naming_it(
 def test_an_unknown_resource_is_a_usage_error(capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> None:
     use_emulator(monkeypatch, emulator)
     code, _, err = run_cli(capsys, "load", "--resources", "jobs,models")
-    assert (code, err) == (2, "error: unknown resource(s) models: choose from jobs, checkpoints, events\n")
+    assert (code, err) == (2, "error: unknown resource(s) models: choose from jobs, checkpoints, events, step_metrics,"
+                           " checkpoint_permissions\n")
 
 
 def test_a_second_run_of_the_same_pipeline_refuses_while_one_runs(

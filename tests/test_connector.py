@@ -33,7 +33,7 @@ def test_first_load_equals_the_api(loader: Any, emulator: Emulator) -> None:
     summary = loader.run()
     assert_exact(loader, emulator)
     assert len(emulator.served_checkpoints()) == 33
-    assert summary.rows == {"jobs": 12, "checkpoints": 33}
+    assert summary.rows == {"jobs": 12, "checkpoints": 33, "checkpoint_listings": 12}
     # one jobs page and one checkpoints page per job: nothing more
     assert (emulator.count("jobs_list"), emulator.count("checkpoints"), emulator.count("job")) == (1, 12, 0)
     assert summary.requests == 13

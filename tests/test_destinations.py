@@ -79,7 +79,7 @@ def test_the_readme_dlt_pipeline_example_runs_as_written_incrementally_and_leaks
         first = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert first.returncode == 0, first.stderr
         assert "ResourceWarning" not in first.stderr and "unclosed" not in first.stderr
-        assert "views: ['best_checkpoints', 'training_curve', 'job_summary']" in first.stdout
+        assert "views: ['best_checkpoints', 'training_curve', 'job_summary', 'fine_tuned_models']" in first.stdout
         assert (emu.count("jobs_list"), emu.count("checkpoints")) == (1, 12)
         emu.reset_counts()
         second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
@@ -112,7 +112,7 @@ def test_a_view_that_cannot_be_created_is_a_warning_and_the_run_succeeds(
     assert err.count("\n") == 2 and "WARNING: view training_curve was not created on duckdb (duckdb): " in err
     with duckdb.connect("fine_tuning.duckdb") as db:
         views = sorted(r[0] for r in db.execute("SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW'").fetchall())
-        assert views == ["best_checkpoints", "job_summary"]
+        assert views == ["best_checkpoints", "fine_tuned_models", "job_summary"]
 
 
 def test_a_missing_destination_folder_is_a_configuration_error(capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> None:

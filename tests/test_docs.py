@@ -28,7 +28,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_the_example_queries_run(make_loader: Any) -> None:
     queries = re.findall(r"```sql\n(.*?)\n```", read("docs/queries.md"), re.S)
-    assert len(queries) == 6
+    assert len(queries) == 8
     with Emulator.synthetic(12, events_per_job=10) as emu:
         overfitting = emu.add_job(status="succeeded", created_at=1)
         for step, valid in ((100, 0.5), (200, 0.4), (300, 0.6)):
@@ -41,8 +41,14 @@ def test_the_example_queries_run(make_loader: Any) -> None:
             for query in queries:
                 sql = query.replace("openai_fine_tuning.", f"{client.fully_qualified_dataset_name()}.").replace("ftjob-...", job_id)
                 results.append(client.execute_sql(sql))
-    best, overfit, by_model, curve, running, failed = results
-    assert len(best) == 12
+    best, overfit, by_model, curve, running, failed, callable_models, by_method = results
+    # every job with checkpoints but the queued one and the reinforcement job (rewards, no loss)
+    assert len(best) == len([j for j, cs in emu.checkpoints.items() if cs]) - 1 == 11
+    assert sorted(row[0] for row in callable_models) == sorted(
+        [j["fine_tuned_model"] for j in emu.jobs.values() if j["fine_tuned_model"]]
+        + [c["fine_tuned_model_checkpoint"] for cs in emu.checkpoints.values() for c in cs])
+    assert [(row[0], row[1]) for row in by_method] == [("dpo", 1), ("reinforcement", 1), ("supervised", 11)]
+    assert float(by_method[0][3]) == 0.1
     assert by_model[0][:3] == ("gpt-4o-mini-2024-07-18", 13, 8)
     event_steps = {e["data"]["step"] for e in emu.events[job_id] if e["type"] == "metrics"}
     checkpoint_steps = {c["step_number"] for c in emu.checkpoints[job_id]}

@@ -112,7 +112,7 @@ def test_a_listing_that_ends_too_early_is_healed_by_the_reconciliation(
     assert (api.count("jobs"), api.count("checkpoints")) == (4, 7)  # every page; only the missed jobs' checkpoints
     assert run.ids("jobs") == sorted(jobs)
     assert run.ids("checkpoints") == served_checkpoints(api)
-    assert result.summaries[0].rows == {"jobs": 7, "checkpoints": 7}
+    assert result.summaries[0].rows == {"jobs": 7, "checkpoints": 7, "checkpoint_listings": 7}
 
 
 def test_the_reconciliation_runs_on_its_schedule(api: HostileAPI, run: Run) -> None:
@@ -328,6 +328,6 @@ def test_a_state_of_a_newer_release_refuses_in_one_line(api: HostileAPI, run: Ru
     assert report_result(run()) == 2
     assert capsys.readouterr().err == (
         f"error: the local state in {state_file(run)} of pipeline {run.pipeline_name} is not usable: it was written by a"
-        " newer release of openai-fine-tuning-dlt (state version 99; this release reads up to 2): upgrade the package"
+        " newer release of openai-fine-tuning-dlt (state version 99; this release reads up to 3): upgrade the package"
         " (pip install -U openai-fine-tuning-dlt)\n"
     )

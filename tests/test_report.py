@@ -18,7 +18,7 @@ from .conftest import POSTGRES_URL
 def load(monkeypatch: pytest.MonkeyPatch, emu: Emulator, target: List[str]) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", emu.api_key)
     monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url)
-    assert main(["load", "--resources", "jobs,checkpoints,events", *target]) == 0
+    assert main(["load", "--resources", "jobs,checkpoints,events,step_metrics", *target]) == 0
 
 
 def test_report_writes_html_and_one_png_per_job(
@@ -50,6 +50,10 @@ def test_report_writes_html_and_one_png_per_job(
     assert page.count("data:image/png;base64,") == 11
     assert page.count("<tr><td>ftjob-") == 11
     assert "lowest full_valid_loss if any checkpoint has one" in page
+    # curves from the richest source each job has: the result file of a finished job, else its metric events
+    with_files = [j for j, cs in emu.checkpoints.items() if cs and emu.jobs[j]["result_files"]]
+    assert page.count("<td>result file</td>") == len(with_files) and page.count("<td>event</td>") == 11 - len(with_files)
+    assert page.count("<td>dpo</td>") == 1 and page.count("<td>reinforcement</td>") == 1
 
 
 def test_report_without_a_load_says_what_to_do(capsys: Any) -> None:

@@ -23,7 +23,7 @@ def v1_state() -> Any:
         return json.load(handle)
 
 
-def test_a_v1_state_is_read_into_version_2() -> None:
+def test_a_v1_state_is_read_into_the_current_version() -> None:
     state = read_state(v1_state())
     checkpoints = state.projects["default"].resources["checkpoints"]
     assert checkpoints.frontier == Frontier(id="ftjob-ibag7i1mnbqns6puq80idw37", created_at=1721039600.0,
@@ -62,9 +62,61 @@ def test_the_first_run_after_the_upgrade_stays_incremental(make_loader: Any) -> 
         with pipeline.managed_state() as state:  # then the state 0.1.0 wrote for that data
             state["sources"]["openai_fine_tuning"] = v1_state()
         loader.run(resources=resources)
-        # migrated; the first reconciliation reads the one jobs page and finds every job known
+        # migrated; the first reconciliation reads the one jobs page and finds every job known; the finished
+        # jobs' checkpoints are listed once more (version 3 records which checkpoints are still listed)
+        relisted = len([j for j, cs in emu.checkpoints.items() if cs and j not in open_jobs(emu)])
         expected = (1, len(open_jobs(emu)), len(open_jobs(emu)), 0)
-        assert (emu.count("jobs_list"), emu.count("checkpoints"), emu.count("events"), emu.count("job")) == expected
+        assert (emu.count("jobs_list"), emu.count("checkpoints") - relisted, emu.count("events"), emu.count("job")) == expected
         assert loader.result.summaries[0].rows.get("jobs") == len(open_jobs(emu))
         loader.run(resources=resources)
         assert (emu.count("jobs_list"), emu.count("checkpoints"), emu.count("events"), emu.count("job")) == expected
+
+
+V2_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "state_v2_main_8771d85.json")
+
+
+def v2_state() -> Any:
+    with open(V2_FIXTURE) as handle:
+        return json.load(handle)
+
+
+def test_a_v2_state_is_migrated_to_relist_the_checkpoints_once() -> None:
+    state = read_state(v2_state())
+    project = state.projects["default"]
+    assert project.relist_checkpoints is True and project.permissions_read_at is None
+    assert project.reconciled_at == v2_state()["projects"]["default"]["reconciled_at"]
+    raw: dict = {}
+    write_state(state, raw)
+    assert raw["version"] == 3 and raw["projects"]["default"]["relist_checkpoints"] is True
+    project.relist_checkpoints = False
+    write_state(state, raw)
+    assert "relist_checkpoints" not in raw["projects"]["default"] and read_state(raw) == state
+    # a project that never loaded checkpoints has nothing to relist
+    assert read_state({"version": 2, "projects": {"p": {"resources": {"jobs": {}}}}}).projects["p"].relist_checkpoints is False
+
+
+def test_a_warehouse_from_before_last_listed_at_learns_it_with_one_request_per_job(
+    make_loader: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Emulator.synthetic(12) as emu:
+        loader = make_loader(emu)
+        loader.run()
+        pipeline = loader.pipeline()
+        with pipeline.sql_client() as client:  # the warehouse as main at 8771d85 left it
+            client.execute_sql(f"UPDATE {client.make_qualified_table_name('checkpoints')} SET last_listed_at = NULL")
+            client.execute_sql(f"DELETE FROM {client.make_qualified_table_name('checkpoint_listings')}")
+        with pipeline.managed_state() as state:  # and the state it wrote for that data
+            state["sources"]["openai_fine_tuning"] = v2_state()
+        assert {r["listed"] for r in loader.rows("best_checkpoints", "listed", order="checkpoint_id")} == {None}
+        caplog.set_level("WARNING")
+        loader.run()
+        finished_with_checkpoints = [j for j, cs in emu.checkpoints.items() if cs and j not in open_jobs(emu)]
+        assert emu.count("checkpoints") == len(open_jobs(emu)) + len(finished_with_checkpoints)
+        assert (emu.count("jobs_list"), emu.count("job")) == (1, 0)
+        said = [r.getMessage() for r in caplog.records if "once more" in r.getMessage()]
+        assert said == [f"checkpoints: listing the checkpoints of {len(finished_with_checkpoints)} finished job(s) once more,"
+                        " once, to record which checkpoints each job's latest listing serves (new in this release)"]
+        assert all(r["last_listed_at"] is not None for r in loader.rows("checkpoints", "last_listed_at"))
+        assert {bool(r["listed"]) for r in loader.rows("best_checkpoints", "listed", order="checkpoint_id")} == {True}
+        loader.run()  # once: the next run is 1 + R again
+        assert (emu.count("jobs_list"), emu.count("checkpoints")) == (1, len(open_jobs(emu)))

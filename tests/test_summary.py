@@ -61,7 +61,7 @@ def test_json_prints_one_object_for_monitoring(capsys: Any, monkeypatch: pytest.
         "jobs": {"new": 12, "updated": 0, "unchanged": 0, "re-read": 0},
     }
     assert (project["changed"], project["requests"], project["retries"], project["jobs_left_for_next_run"]) == (True, 13, 0, [])
-    assert document["views"] == ["best_checkpoints", "training_curve", "job_summary"]
+    assert document["views"] == ["best_checkpoints", "training_curve", "job_summary", "fine_tuned_models"]
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-1234567890")
     assert main(["load", "--json"]) == 2
     out, err = capsys.readouterr()

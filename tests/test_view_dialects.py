@@ -16,6 +16,7 @@ import duckdb
 import pytest
 import sqlglot
 
+from openai_fine_tuning.settings import HYPERPARAMETERS
 from openai_fine_tuning.views import DURATION_SECONDS, TABLE_NAMES, default_qualifier, qualified, view_statements
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
@@ -75,32 +76,58 @@ def test_sqlite_views_name_their_tables_unqualified() -> None:
     assert all(f"{DATASET}.checkpoints" not in s and f"{DATASET}.jobs" not in s for s in creates)
 
 
-SEED_DUCKDB = """
+HYPERPARAMETER_DDL = ", ".join(f"hyperparameters__{name} TEXT" for name in HYPERPARAMETERS)
+SEED_DUCKDB = f"""
 CREATE SCHEMA openai_fine_tuning;
 CREATE TABLE openai_fine_tuning.jobs (id TEXT, openai_project TEXT, status TEXT, model TEXT, suffix TEXT,
-  fine_tuned_model TEXT, hyperparameters__n_epochs TEXT, trained_tokens BIGINT, created_at TIMESTAMPTZ, finished_at TIMESTAMPTZ);
+  fine_tuned_model TEXT, method__type TEXT, {HYPERPARAMETER_DDL}, trained_tokens BIGINT,
+  created_at TIMESTAMPTZ, finished_at TIMESTAMPTZ);
 CREATE TABLE openai_fine_tuning.checkpoints (id TEXT, fine_tuning_job_id TEXT, fine_tuned_model_checkpoint TEXT,
-  step_number BIGINT, created_at TIMESTAMPTZ, metrics__train_loss DOUBLE, metrics__valid_loss DOUBLE,
+  step_number BIGINT, created_at TIMESTAMPTZ, last_listed_at TIMESTAMPTZ, metrics__train_loss DOUBLE, metrics__valid_loss DOUBLE,
   metrics__full_valid_loss DOUBLE, metrics__train_mean_token_accuracy DOUBLE, metrics__valid_mean_token_accuracy DOUBLE,
   metrics__full_valid_mean_token_accuracy DOUBLE);
+CREATE TABLE openai_fine_tuning.checkpoint_listings (fine_tuning_job_id TEXT, listed_at TIMESTAMPTZ, checkpoints BIGINT);
 CREATE TABLE openai_fine_tuning.events (id TEXT, fine_tuning_job_id TEXT, type TEXT, created_at TIMESTAMPTZ, data__step BIGINT,
   data__train_loss DOUBLE, data__valid_loss DOUBLE, data__full_valid_loss DOUBLE, data__train_mean_token_accuracy DOUBLE,
   data__valid_mean_token_accuracy DOUBLE);
-INSERT INTO openai_fine_tuning.jobs VALUES ('j1', 'default', 'succeeded', 'm', 's', 'ft:m', '3', 10,
+CREATE TABLE openai_fine_tuning.step_metrics (fine_tuning_job_id TEXT, step BIGINT, train_loss DOUBLE, train_accuracy DOUBLE,
+  valid_loss DOUBLE, valid_mean_token_accuracy DOUBLE, full_valid_loss DOUBLE, full_valid_mean_token_accuracy DOUBLE);
+INSERT INTO openai_fine_tuning.jobs VALUES ('j1', 'default', 'succeeded', 'm', NULL, 'ft:gpt-4o:org-1::abc', 'dpo',
+  '3', 'auto', '1.8', '0.1', NULL, NULL, NULL, NULL, 10,
   TIMESTAMPTZ '2024-07-15 00:00:00+00', TIMESTAMPTZ '2024-07-15 01:01:30+00');
 INSERT INTO openai_fine_tuning.checkpoints VALUES
-  ('c1', 'j1', 'ft:m:ckpt-step-1', 1, TIMESTAMPTZ '2024-07-15 00:10:00+00', 1.0, 0.9, NULL, 0.5, 0.5, NULL),
-  ('c2', 'j1', 'ft:m:ckpt-step-2', 2, TIMESTAMPTZ '2024-07-15 00:20:00+00', 0.8, 0.9, NULL, 0.6, 0.6, NULL);
+  ('c1', 'j1', 'ft:gpt-4o:org-1::abc:ckpt-step-1', 1, TIMESTAMPTZ '2024-07-15 00:10:00+00', TIMESTAMPTZ '2024-07-15 02:00:00+00', 1.0, 0.8, NULL, 0.5, 0.5, NULL),
+  ('c2', 'j1', 'ft:gpt-4o:org-1::abc:ckpt-step-2', 2, TIMESTAMPTZ '2024-07-15 00:20:00+00', TIMESTAMPTZ '2024-07-15 03:00:00+00', 0.8, 0.9, NULL, 0.6, 0.6, NULL),
+  ('c3', 'j1', 'ft:gpt-4o:org-1::abc', 3, TIMESTAMPTZ '2024-07-15 00:30:00+00', TIMESTAMPTZ '2024-07-15 03:00:00+00', 0.8, 0.9, NULL, 0.6, 0.6, NULL);
+INSERT INTO openai_fine_tuning.checkpoint_listings VALUES ('j1', TIMESTAMPTZ '2024-07-15 03:00:00+00', 2);
 INSERT INTO openai_fine_tuning.events VALUES ('e1', 'j1', 'metrics', TIMESTAMPTZ '2024-07-15 00:05:00+00', 1, 1.1, NULL, NULL, 0.4, NULL);
+INSERT INTO openai_fine_tuning.step_metrics VALUES ('j1', 1, 1.2, 0.4, NULL, NULL, NULL, NULL), ('j1', 2, 1.0, 0.5, 0.95, 0.45, NULL, NULL);
 """
 
 
 def check_results(rows: List[tuple]) -> None:
-    # job_summary: 3690 seconds; best checkpoint by valid_loss (a tie at 0.9): the higher step, 2
-    assert rows == [("j1", 3690, "c2", "valid_loss", 2)]
+    # job_summary: 3690 seconds; the best checkpoint by valid_loss is c1 (0.8), which retention pruned (its
+    # last listing is older than the job's): not listed; among those listed a tie at 0.9 goes to the higher
+    # step, c3; n_epochs "3" is 3, batch_size "auto" is NULL, beta "0.1" is 0.1
+    assert rows == [("j1", "dpo", 3690, "c1", 0, "valid_loss", 1, "c3", 3.0, None, 0.1, "abc")]
 
 
-SUMMARY = f"SELECT fine_tuning_job_id, CAST(duration_seconds AS BIGINT), best_checkpoint_id, best_by, best_step FROM {DATASET}.job_summary"
+SUMMARY = (
+    "SELECT fine_tuning_job_id, method, CAST(duration_seconds AS BIGINT), best_checkpoint_id,"
+    " CAST(best_checkpoint_listed AS INTEGER), best_by, best_step, best_listed_checkpoint_id, n_epochs, batch_size,"
+    f" beta, fine_tuned_model_id FROM {DATASET}.job_summary"
+)
+MODELS = (
+    "SELECT model, kind, base_model, organization, suffix, model_id, step, CAST(listed AS INTEGER)"
+    f" FROM {DATASET}.fine_tuned_models ORDER BY kind DESC, model"
+)
+EXPECTED_MODELS = [
+    ("ft:gpt-4o:org-1::abc", "job", "gpt-4o", "org-1", None, "abc", None, None),
+    ("ft:gpt-4o:org-1::abc", "checkpoint", "gpt-4o", "org-1", None, "abc", None, 1),
+    ("ft:gpt-4o:org-1::abc:ckpt-step-1", "checkpoint", "gpt-4o", "org-1", None, "abc", 1, 0),
+    ("ft:gpt-4o:org-1::abc:ckpt-step-2", "checkpoint", "gpt-4o", "org-1", None, "abc", 2, 1),
+]
+CURVE = f"SELECT source, count(*) FROM {DATASET}.training_curve GROUP BY source ORDER BY source"
 
 
 def test_the_duckdb_rendering_runs_on_duckdb() -> None:
@@ -109,7 +136,8 @@ def test_the_duckdb_rendering_runs_on_duckdb() -> None:
     for statement in rendered("duckdb"):
         db.execute(statement)
     check_results(db.execute(SUMMARY).fetchall())
-    assert db.execute(f"SELECT count(*) FROM {DATASET}.training_curve").fetchone() == (3,)
+    assert db.execute(MODELS).fetchall() == EXPECTED_MODELS
+    assert db.execute(CURVE).fetchall() == [("checkpoint", 3), ("event", 1), ("result_file", 2)]
 
 
 def test_the_sqlite_rendering_runs_on_sqlite_in_an_attached_database() -> None:
@@ -121,3 +149,5 @@ def test_the_sqlite_rendering_runs_on_sqlite_in_an_attached_database() -> None:
     for statement in rendered("sqlite"):
         db.execute(statement)
     check_results([tuple(r) for r in db.execute(SUMMARY).fetchall()])
+    assert [tuple(r) for r in db.execute(MODELS).fetchall()] == EXPECTED_MODELS
+    assert db.execute(CURVE).fetchall() == [("checkpoint", 3), ("event", 1), ("result_file", 2)]

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from typing import Iterator
@@ -11,7 +12,7 @@ from typing import Iterator
 import pytest
 import sqlglot
 
-from .test_view_dialects import SEED_DUCKDB, SUMMARY, check_results, rendered
+from .test_view_dialects import CURVE, EXPECTED_MODELS, MODELS, SEED_DUCKDB, SUMMARY, check_results, rendered
 
 pytestmark = pytest.mark.engines
 
@@ -35,9 +36,13 @@ def test_the_clickhouse_rendering_runs_on_chdb() -> None:
         db.query(statement + (" ENGINE = MergeTree ORDER BY tuple()" if statement.startswith("CREATE TABLE") else ""))
     for statement in rendered("clickhouse"):
         db.query(statement)
-    rows = [tuple(line.split(",")) for line in str(db.query(SUMMARY.replace("BIGINT", "Int64"), "CSV")).strip().splitlines()]
-    check_results([(a.strip('"'), int(b), c.strip('"'), d.strip('"'), int(e)) for a, b, c, d, e in rows])
-    assert str(db.query("SELECT count(*) FROM openai_fine_tuning.training_curve", "CSV")).strip() == "3"
+    settings = " SETTINGS output_format_json_quote_64bit_integers = 0"
+    summary = json.loads(str(db.query(SUMMARY.replace("BIGINT", "Int64").replace("INTEGER", "Int32") + settings, "JSONCompact")))
+    check_results([tuple(row) for row in summary["data"]])
+    models = json.loads(str(db.query(MODELS.replace("INTEGER", "Nullable(Int32)") + settings, "JSONCompact")))
+    assert [tuple(row) for row in models["data"]] == [tuple(row) for row in EXPECTED_MODELS]
+    curve = json.loads(str(db.query(CURVE + settings, "JSONCompact")))
+    assert [tuple(row) for row in curve["data"]] == [("checkpoint", 3), ("event", 1), ("result_file", 2)]
 
 
 @pytest.fixture(scope="module")
@@ -58,4 +63,6 @@ def test_the_databricks_rendering_runs_on_spark_sql(spark: object) -> None:
     for statement in rendered("databricks"):
         spark.sql(statement)  # type: ignore[attr-defined]
     check_results([tuple(row) for row in spark.sql(SUMMARY).collect()])  # type: ignore[attr-defined]
-    assert spark.sql("SELECT count(*) FROM openai_fine_tuning.training_curve").collect()[0][0] == 3  # type: ignore[attr-defined]
+    assert [tuple(row) for row in spark.sql(MODELS).collect()] == EXPECTED_MODELS  # type: ignore[attr-defined]
+    assert [tuple(row) for row in spark.sql(CURVE).collect()] == [  # type: ignore[attr-defined]
+        ("checkpoint", 3), ("event", 1), ("result_file", 2)]

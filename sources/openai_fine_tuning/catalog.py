@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set
 
 from .client import FineTuningClient
 from .exceptions import NotFoundError
@@ -52,13 +52,16 @@ class JobCatalog:
         *,
         started_at: float,
         job_ids: Optional[Sequence[str]] = None,
+        metadata: Optional[Mapping[str, str]] = None,
         reconcile: bool = False,
         known: Optional[Callable[[], Set[str]]] = None,
     ) -> None:
         self._client = client
         self.started_at = started_at
         self.job_ids = list(dict.fromkeys(job_ids or []))
-        self.filtered = bool(self.job_ids)
+        self.metadata = dict(metadata or {})
+        # a run with --job or --metadata reads what it names and never moves the frontier
+        self.filtered = bool(self.job_ids) or bool(self.metadata)
         self.reconcile = reconcile and not self.filtered
         self._known_source = known
         self._known: Optional[Set[str]] = None
@@ -84,12 +87,12 @@ class JobCatalog:
             return
         frontiers = [state.frontier for state in states]
         self.backfill = not any(frontiers)
-        if states and all(frontiers) and all(state.ordered for state in states) and not self.reconcile:
+        if states and all(frontiers) and all(state.ordered for state in states) and not self.reconcile and not self.filtered:
             self._stop_below = min(f.created_at for f in frontiers if f)
-        if self.filtered:
+        if self.job_ids:
             self._pages = iter(())
         else:
-            self._paginator = self._client().list_jobs()
+            self._paginator = self._client().list_jobs(metadata=self.metadata)
             self._pages = iter(self._paginator)
 
     @property
@@ -105,7 +108,7 @@ class JobCatalog:
         return self._known
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
-        if self.filtered:
+        if self.job_ids:
             for job_id in self.job_ids:
                 job = self.lookup(job_id, strict=True)
                 if job is not None:
@@ -208,14 +211,29 @@ class JobCatalog:
 class ResourcePlan:
     """The jobs one resource must read this run, and the bookkeeping of its state."""
 
-    def __init__(self, catalog: JobCatalog, state: ResourceState, name: str, *, rereading: bool = False) -> None:
+    def __init__(
+        self,
+        catalog: JobCatalog,
+        state: ResourceState,
+        name: str,
+        *,
+        rereading: bool = False,
+        relist: Optional[Callable[[], List[str]]] = None,
+    ) -> None:
         self.catalog = catalog
+        self._relist = relist  # ids of finished jobs to read once more (the upgrade to state version 3)
+        self.relisted: Set[str] = set()
         self.state = state
         self.name = name
         self.open = state.open
         self.rereading = rereading  # a full refresh: rows read again are not new
         self._hashes_before = {job_id: entry.hashes for job_id, entry in state.open.items()}
         self._kinds: Dict[str, str] = {}
+
+    @property
+    def relisting(self) -> bool:
+        """This plan lists finished jobs' checkpoints once more (the upgrade to state version 3)."""
+        return self._relist is not None
 
     def jobs(self) -> Iterator[Dict[str, Any]]:
         """The jobs to read, each marked new, known (open) or re-read for the summary's counts."""
@@ -255,6 +273,16 @@ class ResourcePlan:
                 self.missing(job_id, "the job is no longer listed and its lookup answered 404")
             else:
                 yield job, KNOWN
+        if self._relist is not None:
+            again = [job_id for job_id in self._relist() if job_id not in self._kinds and job_id not in self.open]
+            if again:
+                logger.warning(
+                    "%s: listing the checkpoints of %d finished job(s) once more, once, to record which checkpoints"
+                    " each job's latest listing serves (new in this release)", self.name, len(again),
+                )
+            for job_id in again:
+                self.relisted.add(job_id)
+                yield {"id": job_id, "status": None}, REREAD
         if self.catalog.complete:
             self.state.ordered = self.catalog.ordered
             if self.catalog.newest is not None:

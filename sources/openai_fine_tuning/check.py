@@ -24,6 +24,7 @@ SDK_VARIABLES: Dict[str, Tuple[str, ...]] = {
     "project": ("OPENAI_PROJECT_ID",),
     "azure_endpoint": ("AZURE_OPENAI_ENDPOINT",),
     "api_version": ("OPENAI_API_VERSION",),
+    "admin_api_key": ("OPENAI_ADMIN_KEY",),
 }
 CHECK_TABLE = "_openai_fine_tuning_check"
 

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import traceback
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List, NoReturn, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Sequence
 
 from . import settings
 from .exceptions import EXIT_CONFIGURATION, RunInterrupted, exception_chain, find_source_error
@@ -79,7 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--destination", help="dlt destination name (default duckdb: ./fine_tuning.duckdb)")
     load.add_argument("--dataset", help=f"dataset (schema) name (default {settings.DEFAULT_DATASET_NAME})")
     load.add_argument("--job", action="append", dest="job_ids", metavar="ID", help="only this job (repeatable)")
-    load.add_argument("--resources", help="comma-separated: jobs,checkpoints,events (default jobs,checkpoints)")
+    load.add_argument("--metadata", action="append", metavar="KEY=VALUE",
+                      help="only the jobs whose metadata has KEY=VALUE (repeatable; the listing frontier stays)")
+    load.add_argument("--resources", help="comma-separated: jobs,checkpoints,events,step_metrics,checkpoint_permissions"
+                                          " (default jobs,checkpoints)")
     load.add_argument("--concurrency", help=f"parallel requests (default {settings.DEFAULT_CONCURRENCY})")
     load.add_argument("--page-size", help=f"items per page (default {settings.DEFAULT_PAGE_SIZE}, at most 100)")
     load.add_argument("--project", action="append", dest="projects", metavar="NAME",
@@ -124,13 +127,30 @@ def _split(value: Optional[str]) -> Optional[List[str]]:
     return [part.strip() for part in value.split(",") if part.strip()] if value else None
 
 
+def _metadata(pairs: Optional[List[str]]) -> Optional[Dict[str, str]]:
+    """`--metadata KEY=VALUE` options as a filter; a pair without `=` or an empty key is a usage error."""
+    if not pairs:
+        return None
+    from .exceptions import ConfigurationError
+
+    found: Dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigurationError(f"--metadata {pair!r} is not KEY=VALUE: write e.g. --metadata experiment=sweep-3")
+        found[key.strip()] = value
+    return found
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     from .load import load, resolve_projects
     from .runner import make_pipeline
 
+    metadata = _metadata(args.metadata)
     overrides = {"concurrency": args.concurrency, "page_size": args.page_size}
     projects = resolve_projects(overrides, args.projects)
     args.secrets.extend(client_settings.api_key for _, client_settings in projects)
+    args.secrets.extend(c.admin_api_key for _, c in projects if c.admin_api_key)
     pipeline = make_pipeline(
         pipeline_name=args.pipeline_name,
         destination=args.destination,
@@ -138,7 +158,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         progress=_progress() if args.progress else None,
     )
     result = load(
-        pipeline, projects, job_ids=args.job_ids, resources=_split(args.resources), reconcile=args.reconcile,
+        pipeline, projects, job_ids=args.job_ids, metadata=metadata, resources=_split(args.resources), reconcile=args.reconcile,
         full_refresh=args.full_refresh, views=not args.no_views,
     )
     return report_result(result, verbose=args.verbose_flag, secrets=args.secrets, as_json=args.json)

@@ -62,6 +62,9 @@ class ClientSettings:
     backoff_initial: float = settings.DEFAULT_BACKOFF_INITIAL
     max_pages: int = settings.DEFAULT_MAX_PAGES
     reconcile_interval_hours: float = settings.DEFAULT_RECONCILE_INTERVAL_HOURS
+    # an admin key (`sk-admin-...`) reads checkpoint permissions; nothing else uses it
+    admin_api_key: Optional[str] = field(default=None, repr=False)
+    permissions_interval_hours: float = settings.DEFAULT_PERMISSIONS_INTERVAL_HOURS
 
     @property
     def api_root(self) -> str:
@@ -134,8 +137,18 @@ class FineTuningClient:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-    def list_jobs(self) -> CursorPaginator:
-        return self.paginate(settings.JOBS_PATH)
+    def list_jobs(self, *, metadata: Optional[Mapping[str, str]] = None) -> CursorPaginator:
+        """Every job, newest first; `metadata` keeps only the jobs whose metadata has these values."""
+        params = {f"metadata[{key}]": value for key, value in (metadata or {}).items()}
+        return self.paginate(settings.JOBS_PATH, params=params)
+
+    def get_file_content(self, file_id: str) -> bytes:
+        """The raw content of a file (a job's result file is a CSV, sometimes served base64-encoded)."""
+        return self.get(f"{settings.FILES_PATH}/{quote(file_id, safe='')}/content", raw=True)
+
+    def list_permissions(self, model: str) -> CursorPaginator:
+        """The permissions of one checkpoint model (needs an admin key as `api_key`)."""
+        return self.paginate(settings.PERMISSIONS_PATH.format(model=quote(model, safe="")))
 
     def list_checkpoints(self, job_id: str) -> CursorPaginator:
         return self.paginate(f"{settings.JOBS_PATH}/{quote(job_id, safe='')}/checkpoints")
@@ -150,17 +163,19 @@ class FineTuningClient:
             raise InvalidResponseError(f"GET {self._display(path)} returned JSON that is not a job object (no 'id')")
         return body
 
-    def paginate(self, path: str, *, stop_at_id: Optional[str] = None) -> CursorPaginator:
+    def paginate(self, path: str, *, stop_at_id: Optional[str] = None, params: Optional[Mapping[str, Any]] = None) -> CursorPaginator:
+        fixed = dict(params or {})
         return CursorPaginator(
-            lambda params: self.get(path, params=params),
+            lambda page: self.get(path, params={**fixed, **page}),
             endpoint=f"GET {self._display(path)}",
             page_size=self.config.page_size,
             stop_at_id=stop_at_id,
             max_pages=self.config.max_pages,
         )
 
-    def get(self, path: str, *, params: Optional[Mapping[str, Any]] = None) -> Any:
-        """GET a JSON document, retrying transient faults with exponential backoff and jitter."""
+    def get(self, path: str, *, params: Optional[Mapping[str, Any]] = None, raw: bool = False) -> Any:
+        """GET a JSON document (`raw`: the body's bytes), retrying transient faults with exponential backoff
+        and jitter."""
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(max(self.config.max_attempts, 1)),
             wait=self._wait,
@@ -171,11 +186,11 @@ class FineTuningClient:
         )
         for attempt in retrying:
             with attempt:
-                return self._get_once(path, params)
+                return self._get_once(path, params, raw)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- one attempt ------------------------------------------------------------------------------
-    def _get_once(self, path: str, params: Optional[Mapping[str, Any]]) -> Any:
+    def _get_once(self, path: str, params: Optional[Mapping[str, Any]], raw: bool = False) -> Any:
         self._wait_for_pause()
         if self._cancelled.is_set():
             raise RequestCancelled(f"GET {self._display(path)} was not sent: the run is shutting down")
@@ -206,7 +221,7 @@ class FineTuningClient:
         self._reached = True
         if response.status_code >= 400:
             raise error_from_response(
-                response, url=self._display(path), secrets=[self.config.api_key], first=not self._succeeded
+                response, url=self._display(path), secrets=[k for k in (self.config.api_key, self.config.admin_api_key) if k], first=not self._succeeded
             )
         self._succeeded = True
         if response.is_redirect:
@@ -215,6 +230,8 @@ class FineTuningClient:
                 f"GET {self._display(path)} answered a redirect (HTTP {response.status_code}) to {location}: set"
                 " base_url (OPENAI_BASE_URL / AZURE_OPENAI_ENDPOINT) to the API's own address"
             )
+        if raw:
+            return response.content
         try:
             return decode_json(response.content)
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError):

@@ -22,9 +22,9 @@ SECTION = "sources.openai_fine_tuning"
 SETTING_NAMES = (
     "api_key", "base_url", "organization", "project", "provider", "azure_endpoint", "api_version",
     "page_size", "concurrency", "max_attempts", "max_retry_wait", "backoff_initial", "connect_timeout", "read_timeout",
-    "max_pages", "reconcile_interval_hours",
+    "max_pages", "reconcile_interval_hours", "admin_api_key", "permissions_interval_hours",
 )
-SECRET_NAMES = frozenset({"api_key"})
+SECRET_NAMES = frozenset({"api_key", "admin_api_key"})
 
 
 def _where(name: str, section: str = SECTION) -> str:
@@ -125,6 +125,7 @@ def resolve_settings(
         demo = " (to try the loader without a key, run `openai-fine-tuning demo`)" if key_hint_env else ""
         raise ConfigurationError(f"no API key: {key_hint}{demo}")
 
+    admin_key = values.get("admin_api_key") or (env.get("OPENAI_ADMIN_KEY") if provider == "openai" else None)
     return ClientSettings(
         api_key=str(api_key).strip(),
         base_url=base_url,
@@ -142,6 +143,10 @@ def resolve_settings(
         max_pages=_number(values, "max_pages", int, 1, 10_000_000, settings.DEFAULT_MAX_PAGES, section),
         reconcile_interval_hours=_number(
             values, "reconcile_interval_hours", float, 0, 24 * 365, settings.DEFAULT_RECONCILE_INTERVAL_HOURS, section
+        ),
+        admin_api_key=str(admin_key).strip() if admin_key and str(admin_key).strip() else None,
+        permissions_interval_hours=_number(
+            values, "permissions_interval_hours", float, 0, 24 * 365, settings.DEFAULT_PERMISSIONS_INTERVAL_HOURS, section
         ),
     )
 

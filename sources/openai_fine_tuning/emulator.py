@@ -1,6 +1,8 @@
 """A loopback HTTP server that speaks the fine-tuning list endpoints, for tests, benchmarks and the demo.
 
-It serves `GET {root}/fine_tuning/jobs`, `/fine_tuning/jobs/{id}`, `/checkpoints` and `/events` as the
+It serves `GET {root}/fine_tuning/jobs` (with `metadata[k]=v` filters), `/fine_tuning/jobs/{id}`,
+`/checkpoints` and `/events`, the result files (`/files/{id}`, `/files/{id}/content`: a CSV, plain or
+base64) and, for the admin key only, `/fine_tuning/checkpoints/{model}/permissions`, as the
 API reference documents them: newest first, `after` + `limit` cursors with default limits (jobs and events
 20, checkpoints 10), `has_more`, `first_id`/`last_id` on checkpoints only, Bearer auth, the error body
 `{"error": {"message","type","param","code"}}` and 404 for unknown jobs. The `azure` flavour serves the
@@ -12,13 +14,19 @@ metric events, finishes and starts jobs and prunes retention. Control endpoints,
 key): `POST /_emulator/advance`, `POST /_emulator/faults` (JSON: the `Faults` fields, e.g.
 `{"server_error": 0.2, "seed": 1}`), `GET /_emulator/stats` (requests per endpoint, jobs per status).
 
+Jobs come in the three methods (`supervised`, `dpo`, `reinforcement`), each with its own hyperparameters
+under `method.<type>.hyperparameters` (only supervised jobs also carry the legacy `hyperparameters`),
+metric events and result file columns.
+
 Hooks for tests: `add_job`, `add_checkpoint`, `add_event`, `set_status`, `expire_checkpoints`,
+`set_result_file`, `grant`, `revoke`,
 `requests` and `count()`, `latency`, `faults` (random faults with a seed) and `script()` (the next
 matching requests answer as told).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import socket
@@ -32,6 +40,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_API_KEY = "sk-emulator-0000000000000000"
+DEFAULT_ADMIN_KEY = "sk-admin-emulator-000000000000"
+REWARD_METRICS = ("train_reward_mean", "valid_reward_mean")  # what reinforcement jobs report instead of losses
 BASE_TIME = 1_721_000_000
 STEPS_PER_EPOCH = 100
 
@@ -41,7 +51,7 @@ class RequestRecord:
     method: str
     path: str
     params: Dict[str, str]
-    endpoint: str  # jobs_list | job | checkpoints | events | other
+    endpoint: str  # jobs_list | job | checkpoints | events | file | file_content | permissions | other
     headers: Dict[str, str] = field(default_factory=dict)  # without the credentials
 
 
@@ -79,6 +89,7 @@ class Emulator:
         self,
         *,
         api_key: str = DEFAULT_API_KEY,
+        admin_key: str = DEFAULT_ADMIN_KEY,
         flavour: str = "openai",
         latency: float = 0.0,
         faults: Optional[Faults] = None,
@@ -86,6 +97,7 @@ class Emulator:
         if flavour not in ("openai", "azure"):
             raise ValueError("flavour must be 'openai' or 'azure'")
         self.api_key = api_key
+        self.admin_key = admin_key
         self.flavour = flavour
         self.latency = latency
         self.faults = faults or Faults()
@@ -93,6 +105,8 @@ class Emulator:
         self.checkpoints: Dict[str, List[Dict[str, Any]]] = {}
         self.events: Dict[str, List[Dict[str, Any]]] = {}
         self.missing_checkpoints: set = set()  # listed jobs whose checkpoints answer 404
+        self.files: Dict[str, Dict[str, Any]] = {}  # file id -> {"job_id", "content": bytes | None, "base64"}
+        self.permissions: Dict[str, List[Dict[str, Any]]] = {}  # checkpoint model name -> permissions
         self.requests: List[RequestRecord] = []
         self.fault_log: List[str] = []
         self.on_request: Optional[Callable[[RequestRecord], None]] = None  # called for each request
@@ -160,6 +174,8 @@ class Emulator:
         error: Any = None,
         validation: bool = True,
         trained_tokens: Optional[int] = None,
+        method: str = "supervised",
+        metadata: Optional[Dict[str, str]] = None,
         extra: Optional[Dict[str, Any]] = None,
     ) -> Dict[str, Any]:
         with self._lock:
@@ -167,6 +183,8 @@ class Emulator:
                 self._clock += 60
                 created_at = self._clock
             job_id = job_id or self._next_id("ftjob-")
+            if hyperparameters == "default":
+                hyperparameters = {"n_epochs": n_epochs, "batch_size": "auto", "learning_rate_multiplier": 1.8}
             job: Dict[str, Any] = {
                 "object": "fine_tuning.job",
                 "id": job_id,
@@ -179,20 +197,18 @@ class Emulator:
                 "status": status,
                 "validation_file": "file-valid" if validation else None,
                 "training_file": "file-train",
-                "hyperparameters": (
-                    {"n_epochs": n_epochs, "batch_size": "auto", "learning_rate_multiplier": 1.8}
-                    if hyperparameters == "default"
-                    else hyperparameters
-                ),
+                "hyperparameters": hyperparameters,
                 "trained_tokens": trained_tokens,
                 "error": error if error is not None else {},
                 "user_provided_suffix": suffix,
                 "seed": 42,
                 "estimated_finish": None,
                 "integrations": [],
-                "metadata": None,
-                "method": {"type": "supervised"},
+                "metadata": metadata,
+                "method": method_object(method, hyperparameters, n_epochs),
             }
+            if method != "supervised":
+                del job["hyperparameters"]  # "only returned for supervised jobs"
             job.update(extra or {})
             self.jobs[job_id] = job
             self.checkpoints.setdefault(job_id, [])
@@ -206,7 +222,9 @@ class Emulator:
         job["finished_at"] = max(job["created_at"], self._last_time(job["id"])) + 30
         if status == "succeeded":
             job["fine_tuned_model"] = f"ft:{job['model']}:org-emulator:{job['user_provided_suffix'] or ''}:{job['id'][-8:]}"
-            job["result_files"] = ["file-result"]
+            file_id = "file-" + job["id"][-20:]
+            job["result_files"] = [file_id]
+            self.files.setdefault(file_id, {"job_id": job["id"], "content": None, "base64": False})
             job["trained_tokens"] = job["trained_tokens"] or 1000 * max(len(self.checkpoints[job["id"]]), 1)
         if status == "failed" and not job["error"]:
             job["error"] = {"code": "invalid_training_file", "message": "The training file is invalid.", "param": "training_file"}
@@ -240,7 +258,11 @@ class Emulator:
             if created_at is None:
                 created_at = max(job["created_at"], self._last_time(job_id)) + 600
             rng = random.Random(f"{job_id}:{step}")
-            if metrics == "default":
+            if metrics == "default" and method_type(job) == "reinforcement":
+                metrics = {"step": float(step), "train_reward_mean": round(0.3 + step / (step + 200) * 0.5, 4)}
+                if job["validation_file"]:
+                    metrics["valid_reward_mean"] = round(0.28 + step / (step + 220) * 0.5 + rng.random() * 0.02, 4)
+            elif metrics == "default":
                 metrics = {
                     "step": float(step),
                     "train_loss": round(2.0 / (1 + step / 100) + rng.random() * 0.05, 4),
@@ -291,12 +313,15 @@ class Emulator:
         for n in range(start + 1, start + count + 1):
             step = n * every
             rng = random.Random(f"{job_id}:s{step}")
-            data = {
-                "step": step,
-                "total_steps": total,
-                "train_loss": round(2.0 / (1 + step / 100) + rng.random() * 0.08, 4),
-                "train_mean_token_accuracy": round(0.5 + step / (step + 300) * 0.4 + rng.random() * 0.01, 4),
-            }
+            data: Dict[str, Any] = {"step": step, "total_steps": total}
+            if method_type(self.jobs[job_id]) == "reinforcement":
+                data["train_reward_mean"] = round(0.3 + step / (step + 200) * 0.5 + rng.random() * 0.02, 4)
+                if n % 5 == 0 and self.jobs[job_id]["validation_file"]:
+                    data["valid_reward_mean"] = round(0.28 + step / (step + 220) * 0.5, 4)
+                self.add_event(job_id, message=f"Step {step}/{total}: mean reward={data['train_reward_mean']}", type="metrics", data=data)
+                continue
+            data["train_loss"] = round(2.0 / (1 + step / 100) + rng.random() * 0.08, 4)
+            data["train_mean_token_accuracy"] = round(0.5 + step / (step + 300) * 0.4 + rng.random() * 0.01, 4)
             if n % 5 == 0 and self.jobs[job_id]["validation_file"]:
                 data["valid_loss"] = round(2.1 / (1 + step / 120) + rng.random() * 0.08, 4)
                 data["valid_mean_token_accuracy"] = round(0.45 + step / (step + 320) * 0.4, 4)
@@ -308,6 +333,60 @@ class Emulator:
             kept = self.checkpoints[job_id]
             dropped, self.checkpoints[job_id] = kept[:-keep_last] if keep_last else kept, kept[-keep_last:] if keep_last else []
             return dropped
+
+    def set_result_file(self, job_id: str, content: Any, *, base64_encoded: bool = False) -> str:
+        """Serve `content` (text or bytes) as the job's result file, base64-encoded when asked. Returns its id."""
+        with self._lock:
+            job = self.jobs[job_id]
+            file_id = job["result_files"][0] if job["result_files"] else "file-" + job_id[-20:]
+            job["result_files"] = [file_id]
+            raw = content.encode() if isinstance(content, str) else content
+            self.files[file_id] = {"job_id": job_id, "content": raw, "base64": base64_encoded}
+            return file_id
+
+    def result_csv(self, job_id: str) -> str:
+        """The step-level CSV of a job, as the result file serves it (decoded): one row per step, the
+        validation columns filled every 10th step; reinforcement jobs report rewards instead of losses."""
+        with self._lock:
+            file_id = self.jobs[job_id]["result_files"][0]
+            stored = self.files[file_id]["content"]
+            if stored is not None:
+                return stored.decode()
+            last = max((c["step_number"] for c in self.checkpoints[job_id]), default=0) or STEPS_PER_EPOCH
+            reinforcement = method_type(self.jobs[job_id]) == "reinforcement"
+            header = ["step", *REWARD_METRICS] if reinforcement else [
+                "step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+            lines = [",".join(header)]
+            for step in range(1, last + 1):
+                rng = random.Random(f"{job_id}:r{step}")
+                validated = step % 10 == 0 and self.jobs[job_id]["validation_file"]
+                if reinforcement:
+                    values = [round(0.3 + step / (step + 200) * 0.5 + rng.random() * 0.02, 4),
+                              round(0.28 + step / (step + 220) * 0.5, 4) if validated else ""]
+                else:
+                    values = [round(2.0 / (1 + step / 100) + rng.random() * 0.1, 5),
+                              round(0.5 + step / (step + 300) * 0.4 + rng.random() * 0.01, 5),
+                              round(2.1 / (1 + step / 120) + rng.random() * 0.08, 5) if validated else "",
+                              round(0.45 + step / (step + 320) * 0.4, 5) if validated else ""]
+                lines.append(",".join(str(v) for v in [step, *values]))
+            return "\n".join(lines) + "\n"
+
+    def grant(self, model: str, project_id: str, *, created_at: Optional[int] = None) -> Dict[str, Any]:
+        """Share a checkpoint model with a project (what `POST .../permissions` does)."""
+        with self._lock:
+            permissions = self.permissions.setdefault(model, [])
+            permission = {
+                "object": "checkpoint.permission",
+                "id": self._next_id("cp_", random.Random(f"{model}:{project_id}:{len(permissions)}")),
+                "created_at": created_at or BASE_TIME + len(permissions) * 60,
+                "project_id": project_id,
+            }
+            permissions.append(permission)
+            return permission
+
+    def revoke(self, model: str, permission_id: str) -> None:
+        with self._lock:
+            self.permissions[model] = [p for p in self.permissions.get(model, []) if p["id"] != permission_id]
 
     def script(self, match: str, *, status: int = 200, body: Any = None, headers: Optional[Dict[str, str]] = None,
                action: Optional[str] = None, times: int = 1) -> None:
@@ -331,7 +410,8 @@ class Emulator:
         """Deterministic data with the API's quirks: optional metrics missing, a final checkpoint named
         without `:ckpt-step-N`, `n_epochs` as a number or "auto", `error: {}`, `hyperparameters: null`,
         open statuses (`running`, `paused`, `queued`), failed and cancelled jobs, two jobs created in the
-        same second, and retention having dropped early checkpoints of one job. With `open_jobs`, every
+        same second, retention having dropped early checkpoints of one job, a DPO and a reinforcement job
+        in every 12, a result file served base64-encoded and a checkpoint shared with two projects. With `open_jobs`, every
         job has succeeded but the newest `open_jobs`, which are running (as in a large, real account)."""
         emu = cls(**kwargs)
         rng = random.Random(seed)
@@ -342,8 +422,11 @@ class Emulator:
                 status = "running" if i >= n_jobs - open_jobs else "succeeded"
             created_at = BASE_TIME + i * 3600 - (3600 if i == 1 else 0)  # jobs 0 and 1 tie on created_at
             n_ckpt = 0 if status == "queued" else checkpoints_per_job + (2 if i == 2 else 0)
+            method = {3: "dpo", 11: "reinforcement"}.get(i % 12, "supervised") if open_jobs is None else "supervised"
             job = emu.add_job(
                 job_id="ftjob-" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(24)),
+                method=method,
+                metadata={"experiment": "sweep-a" if i % 2 == 0 else "sweep-b"},
                 status="running" if status != "queued" else "queued",
                 created_at=created_at,
                 n_epochs="auto" if i % 3 == 0 else n_ckpt or 3,
@@ -360,6 +443,12 @@ class Emulator:
                 emu.expire_checkpoints(job["id"], keep_last=checkpoints_per_job)
             if status not in ("running", "queued"):
                 emu.set_status(job["id"], status)
+            if i % 12 == 4 and status == "succeeded":
+                emu.files[job["result_files"][0]]["base64"] = True  # seen served base64-encoded too
+            if i % 12 == 0 and status == "succeeded":
+                final = emu.checkpoints[job["id"]][-1]["fine_tuned_model_checkpoint"]
+                emu.grant(final, "proj_emulator_shared")
+                emu.grant(final, "proj_emulator_eval")
         return emu
 
     def served_checkpoints(self) -> Dict[str, Dict[str, Any]]:
@@ -439,7 +528,13 @@ class Emulator:
             return status, {}, answer, None
         root = "/openai" if self.flavour == "azure" else "/v1"
         endpoint, job_id = "other", None
-        if path.startswith(root + "/fine_tuning/jobs"):
+        if path.startswith(root + "/files/"):
+            segments = path[len(root + "/files/"):].strip("/").split("/")
+            if len(segments) == 1 or (len(segments) == 2 and segments[1] == "content"):
+                endpoint, job_id = ("file" if len(segments) == 1 else "file_content"), segments[0]
+        elif path.startswith(root + "/fine_tuning/checkpoints/") and path.endswith("/permissions"):
+            endpoint, job_id = "permissions", path[len(root + "/fine_tuning/checkpoints/"):-len("/permissions")]
+        elif path.startswith(root + "/fine_tuning/jobs"):
             rest = path[len(root + "/fine_tuning/jobs"):].strip("/")
             segments = rest.split("/") if rest else []
             if not segments:
@@ -481,13 +576,15 @@ class Emulator:
             time.sleep(self.faults.slow_seconds)
         elif fault is not None:
             return fault[0], {**base_headers, **fault[1]}, fault[2], fault[3]
-        auth_error = self._check_auth(headers, params)
+        auth_error = self._check_auth(headers, params, admin=endpoint == "permissions")
         if auth_error is not None:
             return auth_error[0], base_headers, auth_error[1], None
         if method != "GET" or endpoint == "other":
             return 404, base_headers, self._error(f"Invalid URL ({method} {path})", "invalid_request_error", None), None
         with self._lock:
             status, body = self._route(endpoint, job_id, params)
+        if endpoint == "file_content" and status == 200:
+            return status, {**base_headers, "content-type": "text/csv"}, body, None
         return status, base_headers, body, None
 
     def _draw_fault(self) -> Optional[Tuple[int, Dict[str, str], Any, Optional[str]]]:
@@ -515,7 +612,14 @@ class Emulator:
             r -= probability
         return None
 
-    def _check_auth(self, headers: Dict[str, str], params: Dict[str, str]) -> Optional[Tuple[int, Any]]:
+    def _check_auth(self, headers: Dict[str, str], params: Dict[str, str], *, admin: bool = False) -> Optional[Tuple[int, Any]]:
+        if admin:
+            given = headers.get("authorization")
+            if given == f"Bearer {self.admin_key}":
+                return None
+            if given == f"Bearer {self.api_key}":
+                return 403, self._error("This endpoint requires an admin API key.", "invalid_request_error", "insufficient_permissions")
+            return 401, self._error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         if self.flavour == "azure":
             if headers.get("api-key") != self.api_key:
                 return 401, {"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."}}
@@ -533,7 +637,16 @@ class Emulator:
 
     def _route(self, endpoint: str, job_id: Optional[str], params: Dict[str, str]) -> Tuple[int, Any]:
         if endpoint == "jobs_list":
-            return self._page(self._sorted_jobs(), params, default_limit=20, ids=False)
+            jobs = self._sorted_jobs()
+            filters = {k[len("metadata["):-1]: v for k, v in params.items() if k.startswith("metadata[") and k.endswith("]")}
+            if filters:
+                jobs = [j for j in jobs if all((j.get("metadata") or {}).get(k) == v for k, v in filters.items())]
+            return self._page(jobs, params, default_limit=20, ids=False)
+        if endpoint in ("file", "file_content"):
+            return self._file(endpoint, str(job_id))
+        if endpoint == "permissions":
+            items = sorted(self.permissions.get(str(job_id), []), key=lambda p: p["created_at"], reverse=params.get("order") != "ascending")
+            return self._page(items, params, default_limit=10, ids=True)
         if job_id not in self.jobs:
             return 404, self._error(f"No such fine-tuning job: {job_id}", "invalid_request_error", "fine_tune_not_found", "fine_tuning_job_id")
         if endpoint == "job":
@@ -545,6 +658,19 @@ class Emulator:
             return self._page(items, params, default_limit=10, ids=self.flavour != "azure")
         items = list(reversed(self.events[job_id]))
         return self._page(items, params, default_limit=20, ids=False)
+
+    def _file(self, endpoint: str, file_id: str) -> Tuple[int, Any]:
+        stored = self.files.get(file_id)
+        if stored is None:
+            return 404, self._error(f"No such File object: {file_id}", "invalid_request_error", None, "id")
+        content = self.result_csv(stored["job_id"]).encode()
+        if stored["base64"]:
+            content = base64.b64encode(content)
+        if endpoint == "file_content":
+            return 200, content
+        created = self.jobs[stored["job_id"]]["finished_at"] or BASE_TIME
+        return 200, {"object": "file", "id": file_id, "purpose": "fine-tune-results", "filename": "step_metrics.csv",
+                     "bytes": len(content), "created_at": created, "status": "processed"}
 
     def _page(self, items: List[Dict[str, Any]], params: Dict[str, str], *, default_limit: int, ids: bool) -> Tuple[int, Any]:
         try:
@@ -564,6 +690,28 @@ class Emulator:
             body["first_id"] = page[0]["id"] if page else None
             body["last_id"] = page[-1]["id"] if page else None
         return 200, body
+
+
+def method_type(job: Dict[str, Any]) -> str:
+    method = job.get("method")
+    return str(method.get("type")) if isinstance(method, dict) else "supervised"
+
+
+def method_object(method: str, hyperparameters: Any, n_epochs: Any) -> Dict[str, Any]:
+    """`method` as the API serves it: the type and, under its name, that method's hyperparameters."""
+    if method == "supervised":
+        return {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}} if hyperparameters else {"type": "supervised"}
+    if method == "dpo":
+        return {"type": "dpo", "dpo": {"hyperparameters": {
+            "beta": 0.1, "batch_size": "auto", "learning_rate_multiplier": "auto", "n_epochs": n_epochs}}}
+    if method == "reinforcement":
+        return {"type": "reinforcement", "reinforcement": {
+            "grader": {"type": "string_check", "name": "exact_answer", "input": "{{sample.output_text}}",
+                       "reference": "{{item.answer}}", "operation": "eq"},
+            "hyperparameters": {"n_epochs": n_epochs, "batch_size": 8, "learning_rate_multiplier": 1.0,
+                                "reasoning_effort": "medium", "compute_multiplier": "auto",
+                                "eval_interval": 5, "eval_samples": "auto"}}}
+    return {"type": method, method: {"hyperparameters": {"n_epochs": n_epochs}, "settings": {"mode": "future"}}}
 
 
 class LoopbackServer(ThreadingHTTPServer):

@@ -1,4 +1,4 @@
-"""Reading the child lists (checkpoints, events) of many jobs concurrently, as Arrow batches.
+"""Reading what hangs off each job (checkpoints, events, result files) concurrently, as Arrow batches.
 
 Each job's list is paged to the end in a worker thread and turned into Arrow there, page by page; the
 consuming thread (dlt's extract) updates the state and yields batches. A job whose list fails after the
@@ -9,11 +9,10 @@ escape (401/403, quota, a shutdown) fail the run.
 from __future__ import annotations
 
 import logging
-from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+import dlt
 import pyarrow as pa
 
 from . import settings
@@ -25,7 +24,11 @@ from .exceptions import (
     QuotaExceededError,
     RequestCancelled,
 )
-from .rows import flatten, misfit_warning, row_hash, to_arrow
+from .catalog import ResourcePlan
+from .concurrency import concurrently
+from .permissions import read_permissions
+from .result_files import step_rows, step_table
+from .rows import flatten, misfit_warning, row_hash, to_arrow, with_datetimes
 from .session import Session
 from .stats import JobFailure
 
@@ -47,40 +50,7 @@ class Fetched:
     newest_id: Optional[str] = None  # the first item served (lists are newest first)
     misfits: List[str] = field(default_factory=list)
     hashes: Dict[str, str] = field(default_factory=dict)  # row id -> content hash (not for events)
-
-
-def concurrently(
-    tasks: Iterator[Tuple[Any, ...]], work: Callable[..., Fetched], workers: int, *, on_abort: Callable[[], None]
-) -> Iterator[Fetched]:
-    """Run `work(*task)` over a bounded pool; at most 2 x workers tasks are in flight, so memory stays
-    bounded however many jobs there are. Results come back as they finish. If the consumer stops early (an
-    error, a signal), `on_abort` stops the requests in flight so the pool shuts down at once."""
-    if workers <= 1:
-        for task in tasks:
-            yield work(*task)
-        return
-    finished = False
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fine-tuning") as pool:
-        in_flight: Deque[Future] = deque()
-        try:
-            for task in tasks:
-                in_flight.append(pool.submit(work, *task))
-                while len(in_flight) >= 2 * workers or (in_flight and in_flight[0].done()):
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        in_flight.remove(future)
-                        yield future.result()
-            while in_flight:
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    in_flight.remove(future)
-                    yield future.result()
-            finished = True
-        finally:
-            if not finished:
-                on_abort()
-                for future in in_flight:
-                    future.cancel()
+    models: List[Tuple[str, str, str]] = field(default_factory=list)  # (model name, checkpoint id, job id)
 
 
 def _read_list(job: Dict[str, Any], paginator: Any, to_table: Callable[[List[Dict[str, Any]]], pa.Table]) -> Fetched:
@@ -122,32 +92,44 @@ def _concat(tables: List[pa.Table]) -> pa.Table:
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
 
 
-def read_children(session: Session, name: str, *, columns: settings.TColumns, nested: str) -> Iterator[pa.Table]:
-    """The body of the `checkpoints` and `events` resources: plan, fetch concurrently, yield Arrow batches."""
+def read_children(session: Session, name: str, *, columns: settings.TColumns, nested: str) -> Iterator[Any]:
+    """The body of the `checkpoints` and `events` resources: plan, fetch concurrently, yield Arrow batches
+    (and, from `checkpoints`, the listing rows and the permissions pass)."""
     session.acquire()
     failed = True
     try:
-        yield from _read_children(session, name, columns=columns, nested=nested)
-        session.finish_resource()
+        plan = session.plan(name)
+        yield from _read_children(session, plan, name, columns=columns, nested=nested)
+        if name == "checkpoints" and settings.PERMISSIONS_TABLE in session.resources:
+            yield from read_permissions(session, plan)
+        session.finish_resource(relisted=bool(plan.relisted) or plan.relisting)
         failed = False
     finally:
         session.release(failed=failed)
 
 
-def _read_children(session: Session, name: str, *, columns: settings.TColumns, nested: str) -> Iterator[pa.Table]:
-    plan = session.plan(name)
+def _read_children(
+    session: Session, plan: ResourcePlan, name: str, *, columns: settings.TColumns, nested: str
+) -> Iterator[Any]:
     client = session.client()
     project = session.project_name
     events = name == "events"
+    listed_at = round(session.started_at * 1_000_000)
+    extra_columns: Dict[str, Any] = {} if events else {"last_listed_at": listed_at}
 
     def read(job: Dict[str, Any], known_newest: Optional[str]) -> Fetched:
         misfits: List[str] = []
         hashes: Dict[str, str] = {}
+        models: List[Tuple[str, str, str]] = []
 
         def to_table(page: List[Dict[str, Any]]) -> pa.Table:
-            extra = {"fine_tuning_job_id": job["id"]}
+            extra = {"fine_tuning_job_id": job["id"], **extra_columns}
             if not events:
                 hashes.update((item["id"], row_hash(item)) for item in page)
+                models.extend(
+                    (item["fine_tuned_model_checkpoint"], item["id"], job["id"])
+                    for item in page if isinstance(item.get("fine_tuned_model_checkpoint"), str)
+                )
             rows = [flatten(item, columns, nested=nested, project=project, extra=extra, misfits=misfits) for item in page]
             return to_arrow(rows, columns)
 
@@ -156,6 +138,7 @@ def _read_children(session: Session, name: str, *, columns: settings.TColumns, n
         fetched.newest_id = fetched.newest_id or known_newest
         fetched.misfits = misfits
         fetched.hashes = hashes
+        fetched.models = models
         return fetched
 
     def tasks() -> Iterator[Tuple[Dict[str, Any], Optional[str]]]:
@@ -166,10 +149,11 @@ def _read_children(session: Session, name: str, *, columns: settings.TColumns, n
 
     batch: List[pa.Table] = []
     batch_rows = 0
+    listings: List[Dict[str, Any]] = []
     for fetched in concurrently(tasks(), read, client.config.concurrency, on_abort=session.cancel):
         job_id = fetched.job["id"]
         if fetched.missing is not None:
-            if plan.catalog.filtered:
+            if plan.catalog.job_ids:
                 raise NotFoundError(
                     f"{name} of fine-tuning job {job_id} were not found (HTTP 404); check the --job value",
                     status_code=404,
@@ -184,20 +168,121 @@ def _read_children(session: Session, name: str, *, columns: settings.TColumns, n
             continue
         if fetched.misfits:
             logger.warning("%s", misfit_warning(name, job_id, fetched.misfits))
+        finished = str(fetched.job.get("status")) in settings.TERMINAL_STATUSES or job_id in plan.relisted
+        if events:
+            batch.extend(fetched.tables)
+            batch_rows += fetched.rows
+            session.stats.count_rows(name, plan.change(job_id, "", None), fetched.rows)
+            if fetched.complete and finished:
+                plan.done(job_id)
+            else:
+                plan.pending(job_id, newest_id=fetched.newest_id if fetched.complete else None)
+        elif not fetched.complete:
+            # checkpoints load only from a listing that completed (`last_listed_at` must mean "served by the
+            # job's latest listing"): the job is read whole next run
+            before = plan.open[job_id].hashes if job_id in plan.open else None
+            plan.pending(job_id, hashes=before)
+        else:
+            batch.extend(fetched.tables)
+            batch_rows += fetched.rows
+            for row_id, digest in fetched.hashes.items():
+                session.stats.count_rows(name, plan.change(job_id, row_id, digest))
+            listings.append(with_datetimes(
+                {"fine_tuning_job_id": job_id, settings.PROJECT_COLUMN: project, "listed_at": listed_at,
+                 "checkpoints": len(fetched.hashes)},
+                settings.LISTING_COLUMNS,
+            ))
+            session.listed_models.extend(fetched.models)
+            session.read_jobs.add(job_id)
+            if finished:
+                plan.done(job_id)
+            else:
+                plan.pending(job_id, hashes=fetched.hashes)
+        if batch_rows >= ARROW_BATCH_ROWS:
+            yield _concat(batch)
+            batch, batch_rows = [], 0
+    if batch:
+        yield _concat(batch)
+    if listings:
+        yield dlt.mark.with_table_name(listings, settings.LISTINGS_TABLE)
+
+
+def read_step_metrics(session: Session) -> Iterator[pa.Table]:
+    """The body of the `step_metrics` resource: each finished job's result file(s), read once.
+
+    An open job has no result file yet: it stays open without a request (the no-op budget is unchanged)
+    and is read when it finishes. A finished job without result files (failed, cancelled) is done with no
+    rows. A file that fails, or is not a CSV with a `step` column, leaves the job open and named (exit 3).
+    """
+    session.acquire()
+    failed = True
+    try:
+        yield from _read_step_metrics(session)
+        session.finish_resource()
+        failed = False
+    finally:
+        session.release(failed=failed)
+
+
+def _result_files(job: Dict[str, Any]) -> List[str]:
+    files = job.get("result_files")
+    return [f for f in files if isinstance(f, str) and f] if isinstance(files, list) else []
+
+
+def _read_step_metrics(session: Session) -> Iterator[pa.Table]:
+    name = "step_metrics"
+    plan = session.plan(name)
+    client = session.client()
+    project = session.project_name
+
+    def read(job: Dict[str, Any]) -> Fetched:
+        fetched = Fetched(job=job)
+        rows: List[Dict[str, Any]] = []
+        try:
+            for file_id in _result_files(job):
+                content = client.get_file_content(file_id)
+                rows.extend(step_rows(content, job_id=job["id"], file_id=file_id, project=project, misfits=fetched.misfits))
+        except NotFoundError as exc:
+            fetched.missing = exc
+            return fetched
+        except RUN_FATAL:
+            raise
+        except FineTuningSourceError as exc:
+            fetched.error = exc
+            return fetched
+        unique = list({row["step"]: row for row in rows}.values())  # a step served twice keeps the last
+        if unique:
+            fetched.tables.append(step_table(unique))
+            fetched.rows = len(unique)
+        fetched.complete = True
+        return fetched
+
+    def tasks() -> Iterator[Tuple[Dict[str, Any]]]:
+        for job in plan.jobs():
+            if str(job.get("status")) not in settings.TERMINAL_STATUSES:
+                plan.pending(job["id"])  # no result file before the job ends
+            elif not _result_files(job):
+                plan.done(job["id"])
+            else:
+                yield (job,)
+
+    batch: List[pa.Table] = []
+    batch_rows = 0
+    for fetched in concurrently(tasks(), read, client.config.concurrency, on_abort=session.cancel):
+        job_id = fetched.job["id"]
+        if fetched.missing is not None:
+            plan.missing(job_id, f"its result file answered HTTP 404 ({fetched.missing})")
+            continue
+        if fetched.error is not None:
+            plan.failed(job_id, str(fetched.error))
+            session.stats.job_failed(JobFailure(project, name, job_id, str(fetched.error)))
+            continue
+        if fetched.misfits:
+            logger.warning("%s", misfit_warning(name, job_id, fetched.misfits))
+        session.stats.count_rows(name, plan.change(job_id, "", None), fetched.rows)
+        plan.done(job_id)
         batch.extend(fetched.tables)
         batch_rows += fetched.rows
-        if events:
-            session.stats.count_rows(name, plan.change(job_id, "", None), fetched.rows)
-        for row_id, digest in fetched.hashes.items():
-            session.stats.count_rows(name, plan.change(job_id, row_id, digest))
-        finished = str(fetched.job.get("status")) in settings.TERMINAL_STATUSES
-        if fetched.complete and finished:
-            plan.done(job_id)
-        elif events:
-            plan.pending(job_id, newest_id=fetched.newest_id if fetched.complete else None)
-        else:
-            before = plan.open[job_id].hashes if job_id in plan.open else None
-            plan.pending(job_id, hashes=fetched.hashes if fetched.complete else {**(before or {}), **fetched.hashes})
         if batch_rows >= ARROW_BATCH_ROWS:
             yield _concat(batch)
             batch, batch_rows = [], 0

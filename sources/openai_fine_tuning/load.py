@@ -17,7 +17,7 @@ import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import dlt
 import httpx
@@ -116,6 +116,7 @@ def load(
     projects: Sequence[Tuple[str, ClientSettings]],
     *,
     job_ids: Optional[Sequence[str]] = None,
+    metadata: Optional[Mapping[str, str]] = None,
     resources: Optional[Sequence[str]] = None,
     reconcile: bool = False,
     full_refresh: bool = False,
@@ -139,6 +140,7 @@ def load(
                     stats = RunStats()
                     source = openai_fine_tuning(
                         settings=client_settings, job_ids=list(job_ids) if job_ids else None,
+                        metadata=dict(metadata) if metadata else None,
                         resources=list(resources) if resources else None, project_name=name,
                         reconcile=reconcile, full_refresh=full_refresh, transport=transport, stats=stats,
                     )

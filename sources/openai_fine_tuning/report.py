@@ -1,7 +1,8 @@
 """`openai-fine-tuning report`: a self-contained HTML report with PNG charts, read from the destination.
 
-Per job: loss and accuracy curves (from metric events when loaded, else from checkpoints) with the
-checkpoints marked and the best one highlighted; and the best-checkpoint table for all jobs.
+Per job: loss and accuracy curves (from the result file's step metrics when loaded, else metric events,
+else checkpoints) with the checkpoints marked and the best one highlighted; and a table of all jobs with
+their method, best checkpoint and whether it is still listed (usable), with the best still listed one.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class JobCurves:
     best_by: Optional[str] = None
     best_value: Optional[float] = None
     best_model: Optional[str] = None
+    method: Optional[str] = None
+    best_listed: Optional[bool] = None
+    best_listed_model: Optional[str] = None
+    source: str = "checkpoint"  # where the curves come from: result_file, event or checkpoint
 
 
 def _require_matplotlib() -> Any:
@@ -67,12 +72,17 @@ def read_curves(pipeline: Any, *, limit: int) -> List[JobCurves]:
             item = JobCurves(
                 job_id=job["fine_tuning_job_id"], status=job["status"], model=job["base_model"], suffix=job["suffix"],
                 best_step=job["best_step"], best_by=job["best_by"], best_value=job["best_value"],
-                best_model=job["best_checkpoint_model"],
+                best_model=job["best_checkpoint_model"], method=job.get("method"),
+                best_listed=None if job.get("best_checkpoint_listed") is None else bool(job["best_checkpoint_listed"]),
+                best_listed_model=job.get("best_listed_checkpoint_model"),
             )
-            source = "event" if "events" in tables else "checkpoint"
-            points = _query(client, f"SELECT * FROM {ds}.training_curve WHERE fine_tuning_job_id = '{job_id}' AND source = '{source}' ORDER BY step")
-            if not points:
-                points = _query(client, f"SELECT * FROM {ds}.training_curve WHERE fine_tuning_job_id = '{job_id}' AND source = 'checkpoint' ORDER BY step")
+            sources = [s for s, table in (("result_file", "step_metrics"), ("event", "events"), ("checkpoint", "checkpoints")) if table in tables]
+            points: List[Dict[str, Any]] = []
+            for source in sources:  # the richest source this job has
+                points = _query(client, f"SELECT * FROM {ds}.training_curve WHERE fine_tuning_job_id = '{job_id}' AND source = '{source}' ORDER BY step")
+                if points:
+                    item.source = source
+                    break
             for series in ("train_loss", "valid_loss", "full_valid_loss", "train_mean_token_accuracy", "valid_mean_token_accuracy"):
                 values = [(float(p["step"]), float(p[series])) for p in points if p["step"] is not None and p[series] is not None]
                 if values:
@@ -93,13 +103,14 @@ def _chart(plt: Any, job: JobCurves) -> bytes:
     marked = [(s, v if v is not None else t) for s, t, v in job.checkpoints if (v if v is not None else t) is not None]
     if marked:
         xs, ys = zip(*marked)
-        loss_axis.scatter(xs, ys, marker="o", s=40, color="black", zorder=3, label="checkpoints (valid loss)")
+        loss_axis.scatter(xs, ys, marker="o", s=40, color="black", zorder=3, label="checkpoints (valid loss, else train loss)")
     best = [(s, v) for s, v in marked if s == job.best_step]
     if best:
         loss_axis.scatter([best[0][0]], [best[0][1]], marker="*", s=220, color="gold", edgecolor="black", zorder=4, label="best checkpoint")
     loss_axis.set_title("loss")
     loss_axis.set_xlabel("step")
-    loss_axis.legend(fontsize=8)
+    if loss_axis.get_legend_handles_labels()[0]:
+        loss_axis.legend(fontsize=8)
     loss_axis.grid(alpha=0.3)
     for series, style in (("train_mean_token_accuracy", "-"), ("valid_mean_token_accuracy", "--")):
         if series in job.steps:
@@ -109,7 +120,7 @@ def _chart(plt: Any, job: JobCurves) -> bytes:
         accuracy_axis.axvline(step, color="grey", alpha=0.4, linewidth=0.8)
     accuracy_axis.set_title("mean token accuracy (grey lines: checkpoints)")
     accuracy_axis.set_xlabel("step")
-    if accuracy_axis.lines:
+    if accuracy_axis.get_legend_handles_labels()[0]:
         accuracy_axis.legend(fontsize=8)
     accuracy_axis.grid(alpha=0.3)
     figure.suptitle(f"{job.job_id} ({job.status}, {job.model}{', ' + job.suffix if job.suffix else ''})", fontsize=10)
@@ -133,8 +144,10 @@ def write_report(pipeline: Any, output_dir: str, *, limit: int = 50) -> Tuple[st
         value = "" if job.best_value is None else f"{job.best_value:.4f}"
         rows.append(
             "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in (
-                job.job_id, job.status, job.model, job.suffix or "", job.best_step if job.best_step is not None else "",
-                job.best_by or "", value, job.best_model or "")) + "</tr>"
+                job.job_id, job.status, job.method or "", job.model, job.suffix or "",
+                job.best_step if job.best_step is not None else "", job.best_by or "", value, job.best_model or "",
+                {True: "yes", False: "no (pruned)", None: ""}[job.best_listed], job.best_listed_model or "",
+                job.source.replace("_", " "))) + "</tr>"
         )
         sections.append(
             f'<h2 id="{html.escape(job.job_id)}">{html.escape(job.job_id)}</h2>'
@@ -149,7 +162,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left}}th{
 <p>Dataset <code>{html.escape(pipeline.dataset_name)}</code> on {html.escape(pipeline.destination.destination_name)};
 {len(curves)} job(s) with checkpoints, newest first. Best checkpoint: lowest full_valid_loss if any checkpoint has one,
 else lowest valid_loss, else lowest train_loss; ties go to the higher step.</p>
-<table><tr><th>job</th><th>status</th><th>base model</th><th>suffix</th><th>best step</th><th>by</th><th>value</th><th>checkpoint model</th></tr>
+<table><tr><th>job</th><th>status</th><th>method</th><th>base model</th><th>suffix</th><th>best step</th><th>by</th><th>value</th>
+<th>checkpoint model</th><th>still listed</th><th>best still listed</th><th>curves from</th></tr>
 {''.join(rows)}
 </table>
 {''.join(sections)}

@@ -47,15 +47,18 @@ def column_name(key: str) -> str:
 NUMERIC_PREFIXES = ("metrics__", "data__")  # checkpoint metrics and event data hold numbers
 
 
-def column_type(declared: TColumns, name: str) -> str:
+def column_type(declared: TColumns, name: str, unknown: Optional[str] = None) -> str:
     """The one type decision: the declared type, else the rule for unknown columns (a key under
-    `metrics` or `data` is a double, anything else text)."""
+    `metrics` or `data` is a double, anything else text; `unknown` overrides that for a whole table, as
+    the result file's columns are all doubles). A variant column is always text."""
     column = declared.get(name)
     if column is not None:
         return str(column["data_type"])
-    if name.endswith(VARIANT_SUFFIX) or not name.startswith(NUMERIC_PREFIXES):
+    if name.endswith(VARIANT_SUFFIX):
         return "text"
-    return "double"
+    if unknown is not None:
+        return unknown
+    return "double" if name.startswith(NUMERIC_PREFIXES) else "text"
 
 
 def _is_number(value: Any) -> bool:
@@ -174,7 +177,7 @@ def flatten(
     return row
 
 
-def to_arrow(rows: List[Dict[str, Any]], declared: TColumns) -> pa.Table:
+def to_arrow(rows: List[Dict[str, Any]], declared: TColumns, *, unknown: Optional[str] = None) -> pa.Table:
     """Rows -> an Arrow table with every declared column (nulls where absent) plus the extra ones, each
     typed by `column_type`: the same decision `flatten` stored the values by."""
     names: Dict[str, None] = dict.fromkeys(declared)
@@ -183,7 +186,7 @@ def to_arrow(rows: List[Dict[str, Any]], declared: TColumns) -> pa.Table:
     arrays = []
     fields = []
     for name in names:
-        data_type = column_type(declared, name)
+        data_type = column_type(declared, name, unknown)
         values = [row.get(name) for row in rows]
         if data_type == "timestamp":
             array = pa.array(values, pa.int64()).cast(_ARROW_TYPES["timestamp"])
@@ -194,7 +197,7 @@ def to_arrow(rows: List[Dict[str, Any]], declared: TColumns) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-_JOB_NESTED = ("error", "hyperparameters", "method")
+_JOB_NESTED = ("error", "hyperparameters")
 _JOB_TIMESTAMPS = ("created_at", "finished_at", "estimated_finish")
 
 
@@ -202,8 +205,13 @@ def flatten_job(
     job: Mapping[str, Any], declared: TColumns, *, project: str, misfits: Optional[List[str]] = None
 ) -> Dict[str, Any]:
     """A job -> a row for dlt's normalizer: known nested objects flattened (`error__code`), unknown keys
-    as text (JSON for structures), timestamps as UTC datetimes; odd values to `__v_text`."""
+    as text (JSON for structures), timestamps as UTC datetimes; odd values to `__v_text`.
+
+    `method` is `{"type": t, t: {"hyperparameters": {...}, ...}}`: its hyperparameters fill the same
+    `hyperparameters__<name>` columns as the legacy top-level object (which only supervised jobs carry) and
+    win over it; its other keys (the reinforcement grader) become `method__<t>__<key>`."""
     row: Dict[str, Any] = {PROJECT_COLUMN: project}
+    unified: Dict[str, Any] = {}
     for key, value in job.items():
         if key in _JOB_NESTED and isinstance(value, Mapping):
             for sub_key, sub_value in value.items():
@@ -211,12 +219,46 @@ def flatten_job(
                 put(row, column, sub_value, column_type(declared, column), misfits)
         elif key in _JOB_NESTED and value is None:
             continue
+        elif key == "method" and isinstance(value, Mapping):
+            _flatten_method(row, value, declared, unified, misfits)
         else:
             column = "suffix" if key == "user_provided_suffix" else column_name(key)
             put(row, column, value, column_type(declared, column), misfits)
+    for column, value in unified.items():
+        row.pop(column, None)
+        row.pop(column + VARIANT_SUFFIX, None)
+        put(row, column, value, column_type(declared, column), misfits)
     for column in _JOB_TIMESTAMPS:
         if isinstance(row.get(column), int):
             row[column] = pendulum.from_timestamp(row[column] / 1_000_000, tz="UTC")
+    return row
+
+
+def _flatten_method(
+    row: Dict[str, Any], method: Mapping[str, Any], declared: TColumns, unified: Dict[str, Any],
+    misfits: Optional[List[str]],
+) -> None:
+    for key, value in method.items():
+        name = column_name(key)
+        if isinstance(value, Mapping):
+            for sub_key, sub_value in value.items():
+                if sub_key == "hyperparameters" and isinstance(sub_value, Mapping):
+                    for parameter, setting in sub_value.items():
+                        if setting is not None:
+                            unified[f"hyperparameters__{column_name(parameter)}"] = setting
+                    continue
+                column = f"method__{name}__{column_name(sub_key)}"
+                put(row, column, sub_value, column_type(declared, column), misfits)
+        else:
+            column = f"method__{name}"
+            put(row, column, value, column_type(declared, column), misfits)
+
+
+def with_datetimes(row: Dict[str, Any], declared: TColumns) -> Dict[str, Any]:
+    """A row from `flatten` made ready for dlt's normalizer: declared timestamps as UTC datetimes."""
+    for name, column in declared.items():
+        if column["data_type"] == "timestamp" and isinstance(row.get(name), int):
+            row[name] = pendulum.from_timestamp(row[name] / 1_000_000, tz="UTC")
     return row
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Set
+from dataclasses import replace
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import dlt
 import httpx
@@ -34,6 +35,7 @@ class Session:
         project_name: str,
         resources: List[str],
         job_ids: Optional[List[str]],
+        metadata: Optional[Dict[str, str]] = None,
         reconcile: bool,
         full_refresh: bool,
         transport: Optional[httpx.BaseTransport],
@@ -44,6 +46,7 @@ class Session:
         self.project_name = project_name
         self.resources = resources
         self.job_ids = job_ids
+        self.metadata = dict(metadata or {})
         self.reconcile_asked = reconcile
         self.full_refresh = full_refresh
         self.transport = transport
@@ -51,10 +54,14 @@ class Session:
         self.started_at = time.time()
         self._lock = threading.Lock()
         self._client: Optional[FineTuningClient] = None
+        self._admin: Optional[FineTuningClient] = None
         self._users = 0
         self._state: Optional[SourceState] = None
         self._raw: Optional[Dict[str, Any]] = None
         self._catalog: Optional[JobCatalog] = None
+        # what the checkpoints resource listed completely this run (for the permissions pass)
+        self.listed_models: List[Tuple[str, str, str]] = []
+        self.read_jobs: Set[str] = set()
         self._reported = False
 
     # -- client lifecycle ---------------------------------------------------------------------------
@@ -74,24 +81,35 @@ class Session:
                 self._client = FineTuningClient(self.settings, transport=self.transport, stats=self.stats)
             return self._client
 
+    def admin_client(self) -> Optional[FineTuningClient]:
+        """A client with the admin key (checkpoint permissions), or None when no admin key is set."""
+        with self._lock:
+            if self._admin is None and self.settings.admin_api_key:
+                config = replace(self.settings, api_key=self.settings.admin_api_key)
+                self._admin = FineTuningClient(config, transport=self.transport, stats=self.stats)
+            return self._admin
+
     def release(self, *, failed: bool) -> None:
-        """A resource ended. The last one closes the client; after a failure requests in flight stop."""
+        """A resource ended. The last one closes the clients; after a failure requests in flight stop."""
         with self._lock:
             self._users -= 1
-            client = self._client
-            if failed and client is not None:
-                client.cancel()
-            if self._users > 0 or client is None:
+            clients = [c for c in (self._client, self._admin) if c is not None]
+            if failed:
+                for client in clients:
+                    client.cancel()
+            if self._users > 0:
                 return
-            self._client = None
-        client.close()
+            self._client = self._admin = None
+        for client in clients:
+            client.close()
         if not failed:
             self._report()
 
     def cancel(self) -> None:
         with self._lock:
-            if self._client is not None:
-                self._client.cancel()
+            for client in (self._client, self._admin):
+                if client is not None:
+                    client.cancel()
 
     # -- state ----------------------------------------------------------------------------------------
     def project_state(self) -> ProjectState:
@@ -124,6 +142,7 @@ class Session:
                 self.client,
                 started_at=self.started_at,
                 job_ids=self.job_ids,
+                metadata=self.metadata,
                 reconcile=self._reconcile_due(project, states),
                 known=self._known_ids,
             )
@@ -131,7 +150,7 @@ class Session:
         return self._catalog
 
     def _reconcile_due(self, project: ProjectState, states: List[ResourceState]) -> bool:
-        if self.job_ids:
+        if self.job_ids or self.metadata:
             return False
         if self.reconcile_asked:
             return True
@@ -148,13 +167,26 @@ class Session:
             return set()
 
     def plan(self, name: str) -> ResourcePlan:
-        return ResourcePlan(self.catalog(), self.resource_state(name), name, rereading=self.full_refresh)
+        relist: Optional[Callable[[], List[str]]] = None
+        if name == "checkpoints" and self.project_state().relist_checkpoints and not self.job_ids and not self.metadata:
+            relist = self._relisted_ids
+        return ResourcePlan(self.catalog(), self.resource_state(name), name, rereading=self.full_refresh, relist=relist)
 
-    def finish_resource(self) -> None:
-        """A resource read everything it planned: record a completed reconciliation (or backfill), save
-        the state."""
+    def _relisted_ids(self) -> List[str]:
+        try:
+            ids = sorted(known_job_ids(dlt.current.pipeline(), self.project_name, only="checkpoints"))
+        except KnownIdsUnavailable as exc:
+            logger.warning("checkpoints: %s; which checkpoints are still listed is known from each job's next listing", exc)
+            return []
+        return ids
+
+    def finish_resource(self, *, relisted: bool = False) -> None:
+        """A resource read everything it planned: record a completed reconciliation (or backfill) and a
+        completed relisting, save the state."""
         if self._catalog is not None and self._catalog.reconciled:
             self.project_state().reconciled_at = self.started_at
+        if relisted:
+            self.project_state().relist_checkpoints = False
         self.save_state()
 
     def _report(self) -> None:

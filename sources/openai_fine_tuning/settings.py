@@ -26,6 +26,7 @@ DEFAULT_MAX_RETRY_WAIT = 60.0
 DEFAULT_BACKOFF_INITIAL = 0.5
 DEFAULT_MAX_PAGES = 10_000  # per list: a list that never ends stops here
 DEFAULT_RECONCILE_INTERVAL_HOURS = 24.0
+DEFAULT_PERMISSIONS_INTERVAL_HOURS = 24.0
 FUTURE_TOLERANCE_SECONDS = 86_400  # the frontier never moves to a created_at more than a day ahead
 # After this many consecutive 404s on a job that is still open in state, the job is marked gone.
 MAX_MISSES = 3
@@ -33,8 +34,22 @@ MAX_MISSES = 3
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 JOBS_PATH = "/fine_tuning/jobs"
-RESOURCE_NAMES = ("jobs", "checkpoints", "events")
+FILES_PATH = "/files"
+PERMISSIONS_PATH = "/fine_tuning/checkpoints/{model}/permissions"
+RESOURCE_NAMES = ("jobs", "checkpoints", "events", "step_metrics", "checkpoint_permissions")
 DEFAULT_RESOURCES = ("jobs", "checkpoints")
+# tables written by a resource besides its own: the checkpoints resource records each job's complete
+# listing in `checkpoint_listings` and, when asked, the permissions of the checkpoints it knows
+LISTINGS_TABLE = "checkpoint_listings"
+PERMISSIONS_TABLE = "checkpoint_permissions"
+
+# Every hyperparameter name of the three methods (supervised, dpo, reinforcement). Each is a number in one
+# job and "auto" (or "medium") in another: text columns by declaration; the views cast the numeric ones.
+HYPERPARAMETERS = (
+    "n_epochs", "batch_size", "learning_rate_multiplier",  # every method
+    "beta",  # dpo
+    "reasoning_effort", "compute_multiplier", "eval_interval", "eval_samples",  # reinforcement
+)
 
 CHECKPOINT_METRICS = (
     "step",
@@ -88,11 +103,10 @@ JOB_COLUMNS: TColumns = {
     "error__code": _col("text"),
     "error__message": _col("text"),
     "error__param": _col("text"),
-    # n_epochs and friends are a number in one job and "auto" in another: text by declaration.
-    "hyperparameters__n_epochs": _col("text"),
-    "hyperparameters__batch_size": _col("text"),
-    "hyperparameters__learning_rate_multiplier": _col("text"),
+    # filled from method.<type>.hyperparameters, else from the legacy top-level object (supervised only)
+    **{f"hyperparameters__{name}": _col("text") for name in HYPERPARAMETERS},
     "method__type": _col("text"),
+    "method__reinforcement__grader": _col("json"),
     "result_files": _col("json"),
     "integrations": _col("json"),
     "metadata": _col("json"),
@@ -109,7 +123,42 @@ CHECKPOINT_COLUMNS: TColumns = {
     "fine_tuned_model_checkpoint": _col("text"),
     "step_number": _col("bigint"),
     "created_at": _col("timestamp"),
+    # the start of the run whose complete listing of the job's checkpoints last included this one
+    "last_listed_at": _col("timestamp"),
     **{f"metrics__{name}": _col("double") for name in CHECKPOINT_METRICS},
+}
+
+LISTING_COLUMNS: TColumns = {
+    "fine_tuning_job_id": _col("text", nullable=False, primary_key=True),
+    PROJECT_COLUMN: _col("text"),
+    "listed_at": _col("timestamp"),  # the start of the run whose listing of the job's checkpoints completed
+    "checkpoints": _col("bigint"),  # how many that listing served
+}
+
+# The result file's CSV header names are kept (`train_accuracy` stays); a new header is a new double column.
+STEP_METRIC_FIELDS = (
+    "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy",
+    "full_valid_loss", "full_valid_mean_token_accuracy",
+)
+STEP_METRIC_COLUMNS: TColumns = {
+    "fine_tuning_job_id": _col("text", nullable=False, primary_key=True),
+    "step": _col("bigint", nullable=False, primary_key=True),
+    PROJECT_COLUMN: _col("text"),
+    "result_file_id": _col("text"),
+    **{name: _col("double") for name in STEP_METRIC_FIELDS},
+}
+
+PERMISSION_COLUMNS: TColumns = {
+    "id": _col("text", nullable=False, primary_key=True),
+    PROJECT_COLUMN: _col("text"),
+    "fine_tuned_model_checkpoint": _col("text"),
+    "checkpoint_id": _col("text"),
+    "fine_tuning_job_id": _col("text"),
+    "object": _col("text"),
+    "project_id": _col("text"),
+    "created_at": _col("timestamp"),
+    # dlt's hard-delete hint: a permission that was revoked is deleted from the table (always NULL there)
+    "revoked": _col("bool", hard_delete=True),
 }
 
 EVENT_COLUMNS: TColumns = {

@@ -11,9 +11,12 @@ API quirks this source is built around:
 * A listing can end early by mistake; a reconciliation pass (daily by default) reads every page and loads
   any job the warehouse lacks.
 
-Write dispositions: all three tables are `merge` on `id`. Jobs change status over time and the row must
-reflect the latest; checkpoints and events are re-read while a job runs and must never duplicate; and
-rows the API stops serving are never deleted (no `replace`).
+Write dispositions: jobs, checkpoints and events are `merge` on `id`. Jobs change status over time and the
+row must reflect the latest; checkpoints and events are re-read while a job runs and must never duplicate;
+and rows the API stops serving are never deleted (no `replace`). The checkpoints resource also writes
+`checkpoint_listings` (merge on the job: when its checkpoints were last listed completely) and, when asked,
+`checkpoint_permissions` (merge on id; revoked ones are deleted, see `permissions.py`). `step_metrics`
+(opt-in) is merged on (fine_tuning_job_id, step), from each finished job's result file, read once.
 
 Incremental state is kept per project and resource in dlt's source state (`state.py`): a job whose data
 was read completely after it reached a terminal status is never asked again; a run with nothing new makes
@@ -37,7 +40,7 @@ from . import settings as defaults
 from .client import ClientSettings
 from .config import resolve_settings
 from .exceptions import ConfigurationError
-from .fetch import read_children
+from .fetch import read_children, read_step_metrics
 from .rows import flatten_job, misfit_warning, row_hash
 from .session import Session
 from .stats import RunStats
@@ -58,7 +61,10 @@ def openai_fine_tuning(
     concurrency: Optional[int] = dlt.config.value,
     reconcile_interval_hours: Optional[float] = dlt.config.value,
     max_pages: Optional[int] = dlt.config.value,
+    admin_api_key: Optional[str] = dlt.secrets.value,
+    permissions_interval_hours: Optional[float] = dlt.config.value,
     job_ids: Optional[List[str]] = None,
+    metadata: Optional[Dict[str, str]] = None,
     resources: Optional[List[str]] = None,
     project_name: str = defaults.DEFAULT_PROJECT,
     reconcile: bool = False,
@@ -70,11 +76,15 @@ def openai_fine_tuning(
     """All fine-tuning jobs of one OpenAI (or Azure OpenAI) project and their checkpoints and events.
 
     Args:
-        api_key ... max_pages: connection settings, injected by dlt from `[sources.openai_fine_tuning]`;
+        api_key ... permissions_interval_hours: settings, injected by dlt from `[sources.openai_fine_tuning]`;
             unset ones fall back to the SDK environment variables (OPENAI_API_KEY, OPENAI_BASE_URL,
-            OPENAI_ORG_ID, OPENAI_PROJECT_ID, AZURE_OPENAI_*). Resolved when the source is extracted.
+            OPENAI_ORG_ID, OPENAI_PROJECT_ID, OPENAI_ADMIN_KEY, AZURE_OPENAI_*). Resolved when the source is
+            extracted. `admin_api_key` is only used to read checkpoint permissions.
         job_ids: read only these jobs (a 404 on one of them fails the run); the listing frontier stays.
-        resources: which of "jobs", "checkpoints", "events" to load (default: jobs and checkpoints).
+        metadata: list only the jobs whose metadata has these values (`metadata[k]=v`) and read each of
+            them; the listing frontier stays.
+        resources: which of "jobs", "checkpoints", "events", "step_metrics", "checkpoint_permissions" to
+            load (default: jobs and checkpoints; the permissions come with the checkpoints resource).
         project_name: label stored in the `openai_project` column and the key of this project's state.
         reconcile: read every jobs page now and load any job the warehouse lacks (else on the schedule of
             `reconcile_interval_hours`, default 24; 0 = every run).
@@ -89,16 +99,22 @@ def openai_fine_tuning(
         raise ConfigurationError(
             f"unknown resource(s) {', '.join(unknown)}: choose from {', '.join(defaults.RESOURCE_NAMES)}"
         )
+    if defaults.PERMISSIONS_TABLE in selected and "checkpoints" not in selected:
+        raise ConfigurationError(
+            "checkpoint_permissions are read for the checkpoints the checkpoints resource lists: add checkpoints"
+            " to the resources (e.g. --resources jobs,checkpoints,checkpoint_permissions)"
+        )
     # a text that looks like a date stays text: columns are typed by declaration, never by a value's look
     dlt.current.source_schema().remove_type_detection("iso_timestamp")
     explicit: Dict[str, Any] = dict(
         api_key=api_key, base_url=base_url, organization=organization, project=project, provider=provider,
         azure_endpoint=azure_endpoint, api_version=api_version, page_size=page_size, concurrency=concurrency,
-        reconcile_interval_hours=reconcile_interval_hours, max_pages=max_pages,
+        reconcile_interval_hours=reconcile_interval_hours, max_pages=max_pages, admin_api_key=admin_api_key,
+        permissions_interval_hours=permissions_interval_hours,
     )
     session = Session(
         (lambda: settings) if settings is not None else (lambda: resolve_settings(explicit)),
-        project_name=project_name, resources=selected, job_ids=job_ids, reconcile=reconcile,
+        project_name=project_name, resources=selected, job_ids=job_ids, metadata=metadata, reconcile=reconcile,
         full_refresh=full_refresh, transport=transport, stats=stats if stats is not None else RunStats(),
     )
 
@@ -125,13 +141,32 @@ def openai_fine_tuning(
         finally:
             session.release(failed=failed)
 
-    @dlt.resource(name="checkpoints", write_disposition="merge", primary_key="id", columns=defaults.CHECKPOINT_COLUMNS)
+    @dlt.resource(name="checkpoints", write_disposition="merge")
     def checkpoints() -> Iterator[Any]:
         yield from read_children(session, "checkpoints", columns=defaults.CHECKPOINT_COLUMNS, nested="metrics")
+
+    # the tables the checkpoints resource writes besides its own; declared before the resource's own
+    # columns, because dlt starts a table variant from the resource's hints
+    checkpoints.apply_hints(
+        table_name=defaults.LISTINGS_TABLE, write_disposition="merge", primary_key="fine_tuning_job_id",
+        columns=defaults.LISTING_COLUMNS, create_table_variant=True,
+    )
+    checkpoints.apply_hints(
+        table_name=defaults.PERMISSIONS_TABLE, write_disposition="merge", primary_key="id",
+        columns=defaults.PERMISSION_COLUMNS, create_table_variant=True,
+    )
+    checkpoints.apply_hints(primary_key="id", columns=defaults.CHECKPOINT_COLUMNS)
 
     @dlt.resource(name="events", write_disposition="merge", primary_key="id", columns=defaults.EVENT_COLUMNS)
     def events() -> Iterator[Any]:
         yield from read_children(session, "events", columns=defaults.EVENT_COLUMNS, nested="data")
 
-    available = {"jobs": jobs, "checkpoints": checkpoints, "events": events}
-    return [available[name] for name in selected]
+    @dlt.resource(
+        name="step_metrics", write_disposition="merge", primary_key=("fine_tuning_job_id", "step"),
+        columns=defaults.STEP_METRIC_COLUMNS,
+    )
+    def step_metrics() -> Iterator[Any]:
+        yield from read_step_metrics(session)
+
+    available = {"jobs": jobs, "checkpoints": checkpoints, "events": events, "step_metrics": step_metrics}
+    return [available[name] for name in selected if name in available]

@@ -2,12 +2,14 @@
 
 It lives in dlt's source state, so it is saved in the pipeline folder and in the destination
 (`_dlt_pipeline_state`) with every load, and restored by later versions of this package on other
-machines. Layout of version 2:
+machines. Layout of version 3:
 
-    {"version": 2,
+    {"version": 3,
      "projects": {<project name>: {
          "reconciled_at": <unix seconds of the last complete reconciliation> | null,
-         "resources": {<"jobs" | "checkpoints" | "events">: {
+         "permissions_read_at": <unix seconds of the last complete pass over checkpoint permissions> | null,
+         "relist_checkpoints": <true until the finished jobs' checkpoints were listed once more> (absent: false),
+         "resources": {<"jobs" | "checkpoints" | "events" | "step_metrics">: {
              "frontier": {"id", "created_at", "peers": [ids created in that same second]} | null,
              "ordered": true,            # false once the jobs list was seen out of order: read it whole
              "open": {<job id>: {"misses": <404s in a row>, "failures": <failed reads in a row>,
@@ -17,7 +19,10 @@ machines. Layout of version 2:
 The hashes of an open job's rows tell the summary which re-read rows changed (dlt cannot after a merge).
 
 Version 1 (releases up to 0.1.0) had no `version` key and kept the resources directly under the project.
-`read_state` migrates it; a state of a newer version, or one that does not have this shape, raises
+Version 2 had no `permissions_read_at` and no `relist_checkpoints`. Checkpoints loaded before version 3
+have no `last_listed_at`: migrating a project that loaded checkpoints sets `relist_checkpoints`, and the
+next run lists each finished job's checkpoints once more (one request per job, once), after which every
+checkpoint says whether the job's latest listing still served it. `read_state` migrates both; a state of a newer version, or one that does not have this shape, raises
 `StateError` (exit 2) with the fix.
 """
 
@@ -29,7 +34,7 @@ from typing import Any, Dict, List, Mapping, MutableMapping, Optional
 
 from .exceptions import StateError
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 FULL_REFRESH_HINT = "run `openai-fine-tuning load --full-refresh` to rebuild it (it re-reads the API and merges; no row is dropped)"
 
 
@@ -85,15 +90,21 @@ class ResourceState:
 class ProjectState:
     resources: Dict[str, ResourceState] = field(default_factory=dict)
     reconciled_at: Optional[float] = None
+    permissions_read_at: Optional[float] = None
+    relist_checkpoints: bool = False
 
     def resource(self, name: str) -> ResourceState:
         return self.resources.setdefault(name, ResourceState())
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
+        out: Dict[str, Any] = {
             "reconciled_at": self.reconciled_at,
+            "permissions_read_at": self.permissions_read_at,
             "resources": {name: resource.to_dict() for name, resource in self.resources.items()},
         }
+        if self.relist_checkpoints:
+            out["relist_checkpoints"] = True
+        return out
 
 
 @dataclass
@@ -177,17 +188,32 @@ class _Reader:
             )
         return ResourceState(frontier=self.frontier(raw.get("frontier"), f"{path}.frontier"), ordered=ordered, open=open_jobs)
 
-    def project_v2(self, value: Any, path: str) -> ProjectState:
+    def project_v3(self, value: Any, path: str) -> ProjectState:
         raw = self.mapping(value, path)
         resources = self.mapping(raw.get("resources", {}) or {}, f"{path}.resources")
+        relist = raw.get("relist_checkpoints", False)
+        if not isinstance(relist, bool):
+            raise self.fail(f"{path}.relist_checkpoints", f"should be true or false, found {relist!r}")
         return ProjectState(
             resources={str(name): self.resource(r, f"{path}.resources.{name}") for name, r in resources.items()},
             reconciled_at=self.seconds(raw.get("reconciled_at"), f"{path}.reconciled_at", optional=True),
+            permissions_read_at=self.seconds(raw.get("permissions_read_at"), f"{path}.permissions_read_at", optional=True),
+            relist_checkpoints=relist,
         )
+
+    def project_v2(self, value: Any, path: str) -> ProjectState:
+        return _needs_relist(self.project_v3(value, path))
 
     def project_v1(self, value: Any, path: str) -> ProjectState:
         raw = self.mapping(value, path)
-        return ProjectState(resources={str(name): self.resource(r, f"{path}.{name}") for name, r in raw.items()})
+        return _needs_relist(ProjectState(resources={str(name): self.resource(r, f"{path}.{name}") for name, r in raw.items()}))
+
+
+def _needs_relist(project: ProjectState) -> ProjectState:
+    """A project migrated from before version 3 that loaded checkpoints lists them once more (see above)."""
+    checkpoints = project.resources.get("checkpoints")
+    project.relist_checkpoints = checkpoints is not None and (checkpoints.frontier is not None or bool(checkpoints.open))
+    return project
 
 
 def read_state(raw: Mapping[str, Any]) -> SourceState:
@@ -203,7 +229,7 @@ def read_state(raw: Mapping[str, Any]) -> SourceState:
             newer=True,
         )
     projects = reader.mapping(raw.get("projects", {}) or {}, "projects")
-    read = reader.project_v1 if version == 1 else reader.project_v2
+    read = {1: reader.project_v1, 2: reader.project_v2}.get(version, reader.project_v3)
     return SourceState(projects={str(name): read(p, f"projects.{name}") for name, p in projects.items()})
 
 

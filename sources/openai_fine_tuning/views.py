@@ -27,9 +27,27 @@ from .warehouse import existing_tables, tables_with_data
 
 logger = logging.getLogger(__name__)
 
-BEST_CHECKPOINT_SQL = """
+# Each checkpoint with `listed`: whether its job's latest complete listing served it (its `last_listed_at`
+# is that listing's time). NULL for a checkpoint loaded before this was recorded and not listed since.
+LISTED_CHECKPOINTS_SQL = """(
+    SELECT c.*, CASE WHEN c.last_listed_at IS NULL OR l.listed_at IS NULL THEN NULL
+                     WHEN c.last_listed_at = l.listed_at THEN TRUE ELSE FALSE END AS listed
+    FROM checkpoints c LEFT JOIN checkpoint_listings l ON l.fine_tuning_job_id = c.fine_tuning_job_id
+)"""
+UNLISTED_CHECKPOINTS_SQL = "(SELECT c.*, NULL AS listed FROM checkpoints c)"  # no listings loaded yet
+# the checkpoints still listed, for the best checkpoint that can still be used
+STILL_LISTED_SQL = """(
+    SELECT c.*, TRUE AS listed
+    FROM checkpoints c JOIN checkpoint_listings l
+      ON l.fine_tuning_job_id = c.fine_tuning_job_id AND l.listed_at = c.last_listed_at
+)"""
+
+
+def best_checkpoint_sql(checkpoints: str) -> str:
+    """The best checkpoint of each job among `checkpoints` (a table or a subquery with `listed`)."""
+    return f"""
 SELECT fine_tuning_job_id, id AS checkpoint_id, fine_tuned_model_checkpoint, step_number, created_at,
-       best_by, best_value,
+       best_by, best_value, listed, last_listed_at,
        metrics__train_loss, metrics__valid_loss, metrics__full_valid_loss,
        metrics__train_mean_token_accuracy, metrics__valid_mean_token_accuracy,
        metrics__full_valid_mean_token_accuracy
@@ -48,28 +66,69 @@ FROM (
                         WHEN COUNT(c.metrics__valid_loss) OVER (PARTITION BY c.fine_tuning_job_id) > 0 THEN 'valid_loss'
                         WHEN COUNT(c.metrics__train_loss) OVER (PARTITION BY c.fine_tuning_job_id) > 0 THEN 'train_loss'
                    END AS best_by
-            FROM checkpoints c
+            FROM {checkpoints} c
         ) k
     ) r
 ) ranked
 WHERE rank_in_job = 1 AND best_by IS NOT NULL
 """
 
-JOB_SUMMARY_SQL = """
-SELECT j.id AS fine_tuning_job_id, j.openai_project, j.status, j.model AS base_model, j.suffix,
-       j.fine_tuned_model, j.hyperparameters__n_epochs AS n_epochs, j.trained_tokens,
-       j.created_at, j.finished_at,
+
+# hyperparameters are text ("auto" or a number): the summary shows the numbers, NULL for "auto"
+NUMERIC_HYPERPARAMETERS = (
+    "n_epochs", "batch_size", "learning_rate_multiplier", "beta", "compute_multiplier", "eval_interval", "eval_samples",
+)
+HYPERPARAMETER_COLUMNS = ",\n       ".join(
+    [f"numeric_or_null(j.hyperparameters__{name}) AS {name}" for name in NUMERIC_HYPERPARAMETERS]
+    + ["j.hyperparameters__reasoning_effort AS reasoning_effort"]
+)
+
+
+def job_summary_sql(still_listed: str) -> str:
+    return f"""
+SELECT j.id AS fine_tuning_job_id, j.openai_project, j.status, j.method__type AS method, j.model AS base_model,
+       j.suffix, j.fine_tuned_model, model_part(j.fine_tuned_model, 5) AS fine_tuned_model_id,
+       {HYPERPARAMETER_COLUMNS},
+       j.trained_tokens, j.created_at, j.finished_at,
        CASE WHEN j.finished_at IS NOT NULL THEN duration_seconds(j.created_at, j.finished_at) END AS duration_seconds,
        COALESCE(n.checkpoints, 0) AS checkpoints,
        b.checkpoint_id AS best_checkpoint_id, b.fine_tuned_model_checkpoint AS best_checkpoint_model,
-       b.step_number AS best_step, b.best_by, b.best_value,
+       b.step_number AS best_step, b.best_by AS best_by, b.best_value AS best_value, b.listed AS best_checkpoint_listed,
        b.metrics__train_loss AS best_train_loss, b.metrics__valid_loss AS best_valid_loss,
-       b.metrics__full_valid_loss AS best_full_valid_loss
+       b.metrics__full_valid_loss AS best_full_valid_loss,
+       bl.checkpoint_id AS best_listed_checkpoint_id, bl.fine_tuned_model_checkpoint AS best_listed_checkpoint_model
 FROM jobs j
 LEFT JOIN (SELECT fine_tuning_job_id, COUNT(*) AS checkpoints FROM checkpoints GROUP BY fine_tuning_job_id) n
        ON n.fine_tuning_job_id = j.id
 LEFT JOIN best_checkpoints b ON b.fine_tuning_job_id = j.id
+LEFT JOIN ({best_checkpoint_sql(still_listed)}) bl ON bl.fine_tuning_job_id = j.id
 """
+
+
+def model_parts(column: str) -> str:
+    """The parts of `ft:{base}:{org}:{suffix}:{id}[:ckpt-step-{n}]` (an empty part is NULL)."""
+    return (
+        f"model_part({column}, 2) AS base_model, model_part({column}, 3) AS organization,"
+        f" model_part({column}, 4) AS suffix, model_part({column}, 5) AS model_id"
+    )
+
+
+def fine_tuned_models_sql(checkpoints: str) -> str:
+    """One row per model name: each job's final model and each checkpoint's, parsed, with `listed`."""
+    return f"""
+SELECT j.fine_tuned_model AS model, 'job' AS kind, j.id AS fine_tuning_job_id, NULL AS checkpoint_id,
+       {model_parts("j.fine_tuned_model")}, NULL AS step, NULL AS listed
+FROM jobs j
+WHERE j.fine_tuned_model IS NOT NULL
+UNION ALL
+SELECT c.fine_tuned_model_checkpoint, 'checkpoint', c.fine_tuning_job_id, c.id,
+       {model_parts("c.fine_tuned_model_checkpoint")},
+       CAST(numeric_or_null(REPLACE(model_part(c.fine_tuned_model_checkpoint, 6), 'ckpt-step-', '')) AS BIGINT),
+       c.listed
+FROM {checkpoints} c
+WHERE c.fine_tuned_model_checkpoint IS NOT NULL
+"""
+
 
 TRAINING_CURVE_SQL = """
 SELECT fine_tuning_job_id, 'checkpoint' AS source, step_number AS step,
@@ -90,10 +149,19 @@ FROM events
 WHERE type = 'metrics' AND data__step IS NOT NULL
 """
 
-VIEW_NAMES = ("best_checkpoints", "job_summary", "training_curve")
-TABLE_NAMES = ("jobs", "checkpoints", "events")
-CREATE_ORDER = ("best_checkpoints", "training_curve", "job_summary")  # a view after the views it reads
-DROP_ORDER = ("job_summary", "training_curve", "best_checkpoints")
+# the result file's `train_accuracy` is the mean token accuracy of the other sources
+TRAINING_CURVE_RESULT_FILE_SQL = """
+UNION ALL
+SELECT fine_tuning_job_id, 'result_file' AS source, step,
+       train_loss, valid_loss, full_valid_loss, train_accuracy, valid_mean_token_accuracy, NULL
+FROM step_metrics
+"""
+
+VIEW_NAMES = ("best_checkpoints", "job_summary", "training_curve", "fine_tuned_models")
+TABLE_NAMES = ("jobs", "checkpoints", "events", "step_metrics", "checkpoint_listings")
+# a view after the views it reads; dropped in the opposite order
+CREATE_ORDER = ("best_checkpoints", "training_curve", "job_summary", "fine_tuned_models")
+DROP_ORDER = tuple(reversed(CREATE_ORDER))
 
 # Seconds from `a` to `b` (both timestamps), per sqlglot dialect; {a} and {b} are filled in.
 DURATION_SECONDS: Dict[str, str] = {
@@ -111,6 +179,42 @@ DURATION_SECONDS: Dict[str, str] = {
     "athena": "DATE_DIFF('second', {a}, {b})",
     "trino": "DATE_DIFF('second', {a}, {b})",
 }
+_NUMBER_PATTERN = "'^[-+]?[0-9]*[.]?[0-9]+([eE][-+]?[0-9]+)?$'"
+# `{x}` as a double when the text is a number, else NULL ("auto"), per dialect
+TO_NUMBER: Dict[str, str] = {
+    "postgres": f"CASE WHEN {{x}} ~ {_NUMBER_PATTERN} THEN CAST({{x}} AS DOUBLE PRECISION) END",
+    "redshift": f"CASE WHEN {{x}} ~ {_NUMBER_PATTERN} THEN CAST({{x}} AS DOUBLE PRECISION) END",
+    # MariaDB has no REGEXP_LIKE (what sqlglot writes for REGEXP); REGEXP_INSTR is in both
+    "mysql": f"CASE WHEN REGEXP_INSTR({{x}}, {_NUMBER_PATTERN}) > 0 THEN CAST({{x}} AS DOUBLE) END",
+    "sqlite": "CASE WHEN {x} = '' OR {x} GLOB '*[^0-9.eE+-]*' THEN NULL ELSE CAST({x} AS REAL) END",
+    "duckdb": "TRY_CAST({x} AS DOUBLE)",
+    "bigquery": "SAFE_CAST({x} AS FLOAT64)",
+    "snowflake": "TRY_CAST({x} AS DOUBLE)",
+    "databricks": "TRY_CAST({x} AS DOUBLE)",
+    "spark": "TRY_CAST({x} AS DOUBLE)",
+    "clickhouse": "toFloat64OrNull({x})",
+    "tsql": "TRY_CAST({x} AS FLOAT)",
+    "athena": "TRY_CAST({x} AS DOUBLE)",
+    "trino": "TRY_CAST({x} AS DOUBLE)",
+}
+# part `{n}` (from 1) of a `:`-separated text, NULL when empty or absent; `{i}` is n - 1
+_SPLIT_PART = "NULLIF(SPLIT_PART({x}, ':', {n}), '')"
+MODEL_PART: Dict[str, str] = {
+    "postgres": _SPLIT_PART,
+    "redshift": _SPLIT_PART,
+    "duckdb": _SPLIT_PART,
+    "snowflake": _SPLIT_PART,
+    "databricks": _SPLIT_PART,
+    "spark": _SPLIT_PART,
+    "athena": _SPLIT_PART,
+    "trino": _SPLIT_PART,
+    "mysql": "NULLIF(CASE WHEN LENGTH({x}) - LENGTH(REPLACE({x}, ':', '')) >= {i} THEN"
+             " SUBSTRING_INDEX(SUBSTRING_INDEX({x}, ':', {n}), ':', -1) END, '')",
+    "sqlite": "NULLIF('[\"' || REPLACE({x}, ':', '\",\"') || '\"]' ->> '$[{i}]', '')",
+    "tsql": "NULLIF(JSON_VALUE('[\"' + REPLACE({x}, ':', '\",\"') + '\"]', '$[{i}]'), '')",
+    "bigquery": "NULLIF(SPLIT({x}, ':')[SAFE_OFFSET({i})], '')",
+    "clickhouse": "NULLIF(splitByChar(':', ifNull({x}, ''))[{n}], '')",
+}
 # dlt's sqlalchemy destination: the SQLAlchemy dialect name -> sqlglot's
 _SQLALCHEMY_DIALECTS = {"mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite", "postgresql": "postgres", "mssql": "tsql", "oracle": "oracle"}
 
@@ -120,10 +224,17 @@ def definitions(tables: Sequence[str]) -> Dict[str, str]:
     views: Dict[str, str] = {}
     if "checkpoints" not in tables:
         return views
-    views["best_checkpoints"] = BEST_CHECKPOINT_SQL
-    views["training_curve"] = TRAINING_CURVE_SQL + (TRAINING_CURVE_EVENTS_SQL if "events" in tables else "")
+    listings = "checkpoint_listings" in tables
+    checkpoints = LISTED_CHECKPOINTS_SQL if listings else UNLISTED_CHECKPOINTS_SQL
+    views["best_checkpoints"] = best_checkpoint_sql(checkpoints)
+    views["training_curve"] = (
+        TRAINING_CURVE_SQL
+        + (TRAINING_CURVE_EVENTS_SQL if "events" in tables else "")
+        + (TRAINING_CURVE_RESULT_FILE_SQL if "step_metrics" in tables else "")
+    )
     if "jobs" in tables:
-        views["job_summary"] = JOB_SUMMARY_SQL
+        views["job_summary"] = job_summary_sql(STILL_LISTED_SQL if listings else UNLISTED_CHECKPOINTS_SQL.replace(")", " WHERE 1 = 0)"))
+        views["fine_tuned_models"] = fine_tuned_models_sql(checkpoints)
     return views
 
 
@@ -161,11 +272,20 @@ def _render_select(sql: str, dialect: str, names: Tuple[Tuple[str, str], ...]) -
             if table.alias:
                 replacement.set("alias", table.args["alias"])
             table.replace(replacement)
-    for call in list(tree.find_all(exp.Anonymous)):
-        if call.name.lower() == "duration_seconds":
-            a, b = (argument.sql(dialect=dialect) for argument in call.expressions)
-            duration = sqlglot.parse_one(DURATION_SECONDS[dialect].format(a=a, b=b), read=dialect)
-            call.replace(exp.Paren(this=duration))
+    # innermost calls first: an outer call renders its arguments after they were replaced
+    for call in reversed(list(tree.find_all(exp.Anonymous))):
+        name = call.name.lower()
+        arguments = [argument.sql(dialect=dialect) for argument in call.expressions]
+        if name == "duration_seconds":
+            template = DURATION_SECONDS[dialect].format(a=arguments[0], b=arguments[1])
+        elif name == "numeric_or_null":
+            template = TO_NUMBER[dialect].format(x=arguments[0])
+        elif name == "model_part":
+            n = int(arguments[1])
+            template = MODEL_PART[dialect].format(x=arguments[0], n=n, i=n - 1)
+        else:
+            continue
+        call.replace(exp.Paren(this=sqlglot.parse_one(template, read=dialect)))
     return tree
 
 
