@@ -336,3 +336,28 @@ def test_a_client_that_drops_its_connection_prints_nothing_from_the_test_servers
         assert "ValueError: a real server error" in capsys.readouterr().err  # other errors still show
     finally:
         server.server_close()
+
+
+def test_metadata_filters_the_jobs_list_and_a_bad_pair_is_a_usage_error(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator
+) -> None:
+    use_emulator(monkeypatch, emulator)
+    code, _, err = run_cli(capsys, "load", "--metadata", "experiment")
+    assert (code, err) == (2, "error: --metadata 'experiment' is not KEY=VALUE: write e.g. --metadata experiment=sweep-3\n")
+    assert emulator.count() == 0
+    code, out, _ = run_cli(capsys, "load", "--metadata", "experiment=sweep-b", "--metadata", "team=x")
+    assert code == 0 and out.startswith("Nothing changed in duckdb dataset openai_fine_tuning (fine_tuning.duckdb): no rows"
+                                        " read; 1 requests (0 retried)")
+    lists = [r.params for r in emulator.requests if r.endpoint == "jobs_list"]
+    assert [(p["metadata[experiment]"], p["metadata[team]"]) for p in lists] == [("sweep-b", "x")]
+    assert emulator.count("checkpoints") == 0  # no job has team=x
+
+
+def test_checkpoint_permissions_need_the_checkpoints_resource(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator
+) -> None:
+    use_emulator(monkeypatch, emulator)
+    code, _, err = run_cli(capsys, "load", "--resources", "jobs,checkpoint_permissions")
+    assert (code, err) == (2, "error: checkpoint_permissions are read for the checkpoints the checkpoints resource lists:"
+                           " add checkpoints to the resources (e.g. --resources jobs,checkpoints,checkpoint_permissions)\n")
+    assert emulator.count() == 0

@@ -90,9 +90,29 @@ def test_best_checkpoint_view_follows_the_rule(loader: Any, emulator: Emulator) 
 def test_job_summary_and_training_curve_views(make_loader: Any) -> None:
     with Emulator.synthetic(12, events_per_job=6) as emu:
         loader = make_loader(emu)
-        loader.run(resources=["jobs", "checkpoints", "events"])
+        loader.run(resources=["jobs", "checkpoints", "events", "step_metrics"])
+        assert loader.result is not None
+        assert loader.result.views == ["best_checkpoints", "training_curve", "job_summary", "fine_tuned_models"]
         summary = {r["fine_tuning_job_id"]: r for r in loader.rows("job_summary", order="fine_tuning_job_id")}
         assert set(summary) == set(emu.jobs)
+        for job_id, job in emu.jobs.items():  # the unified hyperparameters as numbers ("auto" is NULL)
+            method = job["method"]
+            values = {**(job.get("hyperparameters") or {}), **(method.get(method["type"], {}).get("hyperparameters") or {})}
+            for name in ("n_epochs", "batch_size", "learning_rate_multiplier", "beta", "eval_interval"):
+                value = values.get(name)
+                expected = float(value) if isinstance(value, (int, float)) else None
+                assert (None if summary[job_id][name] is None else float(summary[job_id][name])) == expected, (job_id, name)
+            assert summary[job_id]["method"] == method["type"]
+            assert summary[job_id]["best_listed_checkpoint_id"] == summary[job_id]["best_checkpoint_id"]
+        models = loader.rows("fine_tuned_models", "model, base_model, organization, suffix, model_id, step", order="model")
+        assert len(models) == sum(len(c) for c in emu.checkpoints.values()) + sum(1 for j in emu.jobs.values() if j["fine_tuned_model"])
+        for r in models:
+            parts = r["model"].split(":")
+            assert (r["base_model"], r["organization"], r["suffix"], r["model_id"]) == tuple(p or None for p in parts[1:5])
+            assert r["step"] == (int(parts[5][len("ckpt-step-"):]) if len(parts) > 5 else None)
+        steps = loader.rows("training_curve", "source", order="source")
+        assert len([r for r in steps if r["source"] == "result_file"]) == sum(
+            len(emu.result_csv(j["id"]).splitlines()) - 1 for j in emu.jobs.values() if j["result_files"])
         for job_id, job in emu.jobs.items():
             row = summary[job_id]
             assert row["checkpoints"] == len(emu.checkpoints[job_id])
