@@ -105,12 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--page-size", help=f"items per page (default {settings.DEFAULT_PAGE_SIZE}, at most 100)")
     check.add_argument("--pipeline-name", default=settings.DEFAULT_PIPELINE_NAME, help="dlt pipeline name")
 
-    report = commands.add_parser("report", help="write an HTML report with loss/accuracy charts from the destination")
+    report = commands.add_parser("report", help="write an interactive HTML report comparing the runs, from the destination")
     _add_common(report)
     report.add_argument("--destination", help="dlt destination name (default duckdb: ./fine_tuning.duckdb)")
     report.add_argument("--dataset", help=f"dataset (schema) name (default {settings.DEFAULT_DATASET_NAME})")
     report.add_argument("--pipeline-name", default=settings.DEFAULT_PIPELINE_NAME, help="dlt pipeline name")
-    report.add_argument("--output", default="fine_tuning_report", help="folder for index.html and PNGs")
+    report.add_argument("--output", default="fine_tuning_report", help="folder for index.html (one self-contained file)")
     report.add_argument("--limit", type=int, default=50, help="newest jobs to chart (default 50)")
 
     demo = commands.add_parser("demo", help="load synthetic data from the bundled emulator into fine_tuning_demo.duckdb")

@@ -1,175 +1,166 @@
-"""`openai-fine-tuning report`: a self-contained HTML report with PNG charts, read from the destination.
+"""`openai-fine-tuning report`: what the report shows, read from the destination's views.
 
-Per job: loss and accuracy curves (from the result file's step metrics when loaded, else metric events,
-else checkpoints) with the checkpoints marked and the best one highlighted; and a table of all jobs with
-their method, best checkpoint and whether it is still listed (usable), with the best still listed one.
+For the newest jobs (`--limit`, default 50): the `job_summary` row and the training curves from
+`training_curve`, each job's from its richest source (the result file's step metrics when loaded, else
+metric events, else checkpoints). Long curves are downsampled (at most `MAX_POINTS` per series, the
+first, last and lowest points kept) so 50 jobs stay under 2 MB. A job *overfits* when its validation loss
+(full, else batch) ends more than 2% above its minimum while its training loss at the end is below its
+value at that minimum. `report_page.py` turns this into the page.
+
+Queries are built with sqlglot for the destination's dialect (identifiers and literals quoted by it).
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from sqlglot import exp
 
 from .exceptions import ConfigurationError
+from .views import destination_dialect
+from .warehouse import tables_with_data
 
-INSTALL_HINT = "the report needs matplotlib: pip install 'openai-fine-tuning-dlt[report]' (or pip install matplotlib)"
+INSTALL_HINT = "the report needs bokeh: pip install -e \".[report]\" (or pip install bokeh)"
+MAX_POINTS = 150
+OVERFIT_MARGIN = 1.02
+LOSS_SERIES = ("train_loss", "valid_loss", "full_valid_loss")
+ACCURACY_SERIES = ("train_mean_token_accuracy", "valid_mean_token_accuracy")
+SOURCES = (("result_file", "step_metrics"), ("event", "events"), ("checkpoint", "checkpoints"))
+HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier", "beta", "compute_multiplier",
+                   "eval_interval", "eval_samples", "reasoning_effort")
+
+Point = Tuple[float, float]
 
 
 @dataclass
-class JobCurves:
-    job_id: str
-    status: str
-    model: str
-    suffix: Optional[str]
-    steps: Dict[str, List[Tuple[float, float]]] = field(default_factory=dict)  # series -> (step, value)
-    checkpoints: List[Tuple[int, Optional[float], Optional[float]]] = field(default_factory=list)  # step, train, valid
-    best_step: Optional[int] = None
-    best_by: Optional[str] = None
-    best_value: Optional[float] = None
-    best_model: Optional[str] = None
-    method: Optional[str] = None
-    best_listed: Optional[bool] = None
-    best_listed_model: Optional[str] = None
-    source: str = "checkpoint"  # where the curves come from: result_file, event or checkpoint
+class JobReport:
+    """One job as the report shows it."""
+
+    summary: Dict[str, Any]  # its job_summary row
+    series: Dict[str, List[Point]] = field(default_factory=dict)  # series -> (step, value), downsampled
+    source: Optional[str] = None  # where the curves come from: result_file, event or checkpoint
+    overfit: Optional[str] = None  # why it is flagged, or None
+
+    @property
+    def job_id(self) -> str:
+        return str(self.summary["fine_tuning_job_id"])
+
+    def hyperparameters(self) -> str:
+        values = [(name, self.summary.get(name)) for name in HYPERPARAMETERS]
+        return ", ".join(f"{name}={_short(value)}" for name, value in values if value is not None)
 
 
-def _require_matplotlib() -> Any:
-    try:
-        import matplotlib
-    except ImportError:
-        raise ConfigurationError(INSTALL_HINT) from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _short(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _query(client: Any, sql: str) -> List[Dict[str, Any]]:
-    with client.execute_query(sql) as cursor:
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
-
-
-def read_curves(pipeline: Any, *, limit: int) -> List[JobCurves]:
-    """The newest `limit` jobs that have checkpoints or metric events, with their series."""
+def read_report(pipeline: Any, *, limit: int) -> List[JobReport]:
+    """The newest `limit` jobs with their curves."""
     with pipeline.sql_client() as client:
-        ds = client.fully_qualified_dataset_name()
-        tables = {r["table_name"] for r in _query(
-            client, f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{pipeline.dataset_name}'")}
-        if "job_summary" not in tables:
+        known = tables_with_data(pipeline, ["jobs", "checkpoints", "events", "step_metrics"])
+        if not _has_view(client, "job_summary"):
             raise ConfigurationError(
                 f"dataset {pipeline.dataset_name} has no job_summary view: run `openai-fine-tuning load` first"
                 " (with the same --destination and --dataset)"
             )
-        jobs = _query(client, f"SELECT * FROM {ds}.job_summary WHERE checkpoints > 0 ORDER BY created_at DESC, fine_tuning_job_id LIMIT {int(limit)}")
-        curves: List[JobCurves] = []
-        for job in jobs:
-            job_id = str(job["fine_tuning_job_id"]).replace("'", "''")
-            item = JobCurves(
-                job_id=job["fine_tuning_job_id"], status=job["status"], model=job["base_model"], suffix=job["suffix"],
-                best_step=job["best_step"], best_by=job["best_by"], best_value=job["best_value"],
-                best_model=job["best_checkpoint_model"], method=job.get("method"),
-                best_listed=None if job.get("best_checkpoint_listed") is None else bool(job["best_checkpoint_listed"]),
-                best_listed_model=job.get("best_listed_checkpoint_model"),
-            )
-            sources = [s for s, table in (("result_file", "step_metrics"), ("event", "events"), ("checkpoint", "checkpoints")) if table in tables]
-            points: List[Dict[str, Any]] = []
-            for source in sources:  # the richest source this job has
-                points = _query(client, f"SELECT * FROM {ds}.training_curve WHERE fine_tuning_job_id = '{job_id}' AND source = '{source}' ORDER BY step")
-                if points:
-                    item.source = source
-                    break
-            for series in ("train_loss", "valid_loss", "full_valid_loss", "train_mean_token_accuracy", "valid_mean_token_accuracy"):
-                values = [(float(p["step"]), float(p[series])) for p in points if p["step"] is not None and p[series] is not None]
-                if values:
-                    item.steps[series] = values
-            for c in _query(client, f"SELECT step_number, metrics__train_loss, metrics__valid_loss, metrics__full_valid_loss FROM {ds}.checkpoints WHERE fine_tuning_job_id = '{job_id}' ORDER BY step_number"):
-                valid = c["metrics__full_valid_loss"] if c["metrics__full_valid_loss"] is not None else c["metrics__valid_loss"]
-                item.checkpoints.append((c["step_number"], c["metrics__train_loss"], valid))
-            curves.append(item)
-    return curves
+        dialect = destination_dialect(pipeline, client) or "duckdb"
+        table = _table(client, dialect)
+        query = (exp.select("*").from_(table("job_summary"))
+                 .order_by(exp.column("created_at").desc(), exp.column("fine_tuning_job_id")).limit(int(limit)))
+        jobs = [JobReport(row) for row in _rows(client, query.sql(dialect=dialect))]
+        if not jobs:
+            return []
+        ids = [job.job_id for job in jobs]
+        curve = (exp.select("*").from_(table("training_curve"))
+                 .where(exp.column("fine_tuning_job_id").isin(*[exp.Literal.string(i) for i in ids]))
+                 .order_by(exp.column("fine_tuning_job_id"), exp.column("step")))
+        points = _rows(client, curve.sql(dialect=dialect))
+    loaded = [source for source, name in SOURCES if name in known]
+    by_job: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    for point in points:
+        by_job.setdefault((str(point["fine_tuning_job_id"]), str(point["source"])), []).append(point)
+    for job in jobs:
+        for source in loaded:  # the richest source this job has
+            series = _series(by_job.get((job.job_id, source), []))
+            if series:
+                job.source, job.series = source, series
+                break
+        job.overfit = overfit_reason(job.series)
+    return jobs
 
 
-def _chart(plt: Any, job: JobCurves) -> bytes:
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 3.6), dpi=100)
-    for series, style in (("train_loss", "-"), ("valid_loss", "--"), ("full_valid_loss", ":")):
-        if series in job.steps:
-            xs, ys = zip(*job.steps[series])
-            loss_axis.plot(xs, ys, style, label=series.replace("_", " "), linewidth=1.4)
-    marked = [(s, v if v is not None else t) for s, t, v in job.checkpoints if (v if v is not None else t) is not None]
-    if marked:
-        xs, ys = zip(*marked)
-        loss_axis.scatter(xs, ys, marker="o", s=40, color="black", zorder=3, label="checkpoints (valid loss, else train loss)")
-    best = [(s, v) for s, v in marked if s == job.best_step]
-    if best:
-        loss_axis.scatter([best[0][0]], [best[0][1]], marker="*", s=220, color="gold", edgecolor="black", zorder=4, label="best checkpoint")
-    loss_axis.set_title("loss")
-    loss_axis.set_xlabel("step")
-    if loss_axis.get_legend_handles_labels()[0]:
-        loss_axis.legend(fontsize=8)
-    loss_axis.grid(alpha=0.3)
-    for series, style in (("train_mean_token_accuracy", "-"), ("valid_mean_token_accuracy", "--")):
-        if series in job.steps:
-            xs, ys = zip(*job.steps[series])
-            accuracy_axis.plot(xs, ys, style, label=series.replace("_mean_token_accuracy", " accuracy"), linewidth=1.4)
-    for step, _, _ in job.checkpoints:
-        accuracy_axis.axvline(step, color="grey", alpha=0.4, linewidth=0.8)
-    accuracy_axis.set_title("mean token accuracy (grey lines: checkpoints)")
-    accuracy_axis.set_xlabel("step")
-    if accuracy_axis.get_legend_handles_labels()[0]:
-        accuracy_axis.legend(fontsize=8)
-    accuracy_axis.grid(alpha=0.3)
-    figure.suptitle(f"{job.job_id} ({job.status}, {job.model}{', ' + job.suffix if job.suffix else ''})", fontsize=10)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
+def _has_view(client: Any, name: str) -> bool:
+    try:
+        client.execute_sql(f"SELECT 1 FROM {client.make_qualified_table_name(name)} WHERE 1 = 0")
+        return True
+    except Exception:  # the view was never created in this dataset
+        return False
+
+
+def _table(client: Any, dialect: str) -> Any:
+    return lambda name: exp.to_table(client.make_qualified_table_name(name), dialect=dialect)
+
+
+def _rows(client: Any, sql: str) -> List[Dict[str, Any]]:
+    with client.execute_query(sql) as cursor:
+        description = getattr(cursor, "description", None)
+        names = [d[0] for d in description] if description is not None else list(cursor.keys())
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def _series(rows: Sequence[Dict[str, Any]]) -> Dict[str, List[Point]]:
+    series: Dict[str, List[Point]] = {}
+    for name in LOSS_SERIES + ACCURACY_SERIES:
+        values = [(float(r["step"]), float(r[name])) for r in rows if r.get("step") is not None and r.get(name) is not None]
+        if values:
+            series[name] = downsample(values, MAX_POINTS)
+    return series
+
+
+def downsample(points: List[Point], limit: int) -> List[Point]:
+    """At most `limit` points, evenly spaced by position, always keeping the first, last and lowest."""
+    if len(points) <= limit:
+        return points
+    last = len(points) - 1
+    keep = {round(i * last / (limit - 1)) for i in range(limit)}  # distinct: the spacing is above 1
+    lowest = min(range(len(points)), key=lambda i: points[i][1])
+    if lowest not in keep:
+        keep.remove(min((i for i in keep if 0 < i < last), key=lambda i: abs(i - lowest)))
+        keep.add(lowest)
+    return [points[i] for i in sorted(keep)]
+
+
+def overfit_reason(series: Dict[str, List[Point]]) -> Optional[str]:
+    """Why a job looks overfit (validation loss rising while training loss falls), or None."""
+    valid = series.get("full_valid_loss") or series.get("valid_loss")
+    train = series.get("train_loss")
+    if not valid or not train or len(valid) < 3:
+        return None
+    low_step, low = min(valid, key=lambda p: (p[1], p[0]))
+    end_step, end = valid[-1]
+    if end_step <= low_step or end <= low * OVERFIT_MARGIN:
+        return None
+    train_at_low = min(train, key=lambda p: abs(p[0] - low_step))[1]
+    train_at_end = min(train, key=lambda p: abs(p[0] - end_step))[1]
+    if train_at_end >= train_at_low:
+        return None
+    return (f"validation loss rose from {low:.4g} (step {low_step:g}) to {end:.4g} (step {end_step:g})"
+            f" while training loss fell from {train_at_low:.4g} to {train_at_end:.4g}")
 
 
 def write_report(pipeline: Any, output_dir: str, *, limit: int = 50) -> Tuple[str, int]:
-    """Writes `index.html` (charts embedded, so the file stands alone) and one PNG per job."""
-    plt = _require_matplotlib()
-    curves = read_curves(pipeline, limit=limit)
+    """Write `index.html` (one self-contained file) into `output_dir`; returns its path and the number of
+    jobs with curves."""
+    try:
+        from .report_page import render_page
+    except ImportError:
+        raise ConfigurationError(INSTALL_HINT) from None
+    import os
+
+    jobs = read_report(pipeline, limit=limit)
     os.makedirs(output_dir, exist_ok=True)
-    rows, sections = [], []
-    for job in curves:
-        png = _chart(plt, job)
-        with open(os.path.join(output_dir, f"{job.job_id}.png"), "wb") as handle:
-            handle.write(png)
-        value = "" if job.best_value is None else f"{job.best_value:.4f}"
-        rows.append(
-            "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in (
-                job.job_id, job.status, job.method or "", job.model, job.suffix or "",
-                job.best_step if job.best_step is not None else "", job.best_by or "", value, job.best_model or "",
-                {True: "yes", False: "no (pruned)", None: ""}[job.best_listed], job.best_listed_model or "",
-                job.source.replace("_", " "))) + "</tr>"
-        )
-        sections.append(
-            f'<h2 id="{html.escape(job.job_id)}">{html.escape(job.job_id)}</h2>'
-            f'<img alt="curves of {html.escape(job.job_id)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        )
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Fine-tuning report: {html.escape(pipeline.dataset_name)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left}}th{{background:#f3f3f3}}img{{max-width:100%}}</style>
-</head><body>
-<h1>Fine-tuning report</h1>
-<p>Dataset <code>{html.escape(pipeline.dataset_name)}</code> on {html.escape(pipeline.destination.destination_name)};
-{len(curves)} job(s) with checkpoints, newest first. Best checkpoint: lowest full_valid_loss if any checkpoint has one,
-else lowest valid_loss, else lowest train_loss; ties go to the higher step.</p>
-<table><tr><th>job</th><th>status</th><th>method</th><th>base model</th><th>suffix</th><th>best step</th><th>by</th><th>value</th>
-<th>checkpoint model</th><th>still listed</th><th>best still listed</th><th>curves from</th></tr>
-{''.join(rows)}
-</table>
-{''.join(sections)}
-</body></html>
-"""
     path = os.path.join(output_dir, "index.html")
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(page)
-    return path, len(curves)
+        handle.write(render_page(jobs, dataset=pipeline.dataset_name, destination=pipeline.destination.destination_name))
+    return path, sum(1 for job in jobs if job.series)
