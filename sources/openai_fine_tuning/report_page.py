@@ -14,8 +14,7 @@ and the jobs table is plain HTML with a few lines of JavaScript, so 50 jobs stay
 from __future__ import annotations
 
 import html
-import json
-from typing import Any, Dict, List, Sequence
+from typing import Any, List, Sequence
 
 import numpy as np
 from bokeh.embed import components
@@ -183,7 +182,6 @@ def render_page(jobs: List[JobReport], *, dataset: str, destination: str) -> str
     ticked = set(charted[:INITIALLY_SHOWN])
     rows = "".join(_row(i, job, i in ticked) for i, job in enumerate(jobs))
     overfit = sum(1 for job in jobs if job.overfit)
-    data = json.dumps([{"job": job.job_id, "overfit": job.overfit} for job in jobs])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Fine-tuning report: {html.escape(dataset)}</title>
 <style>{STYLE}</style>
@@ -203,7 +201,6 @@ save tool exports a chart as PNG.</p>
 <input id="filter" type="search" placeholder="filter: job, status, method, model, suffix ..." aria-label="filter jobs">
 <table id="jobs"><thead><tr>{"".join(f"<th>{h}</th>" for h in HEADERS)}</tr></thead>
 <tbody>{rows}</tbody></table>
-<script type="application/json" id="report-data">{html.escape(data, quote=False)}</script>
 {script}
 <script>{SCRIPT}</script>
 </body></html>
