@@ -21,7 +21,7 @@ from bokeh.embed import components
 from bokeh.embed.bundle import bundle_for_objs_and_resources
 from bokeh.layouts import row
 from bokeh.models import ColumnDataSource, HoverTool, SaveTool
-from bokeh.palettes import Category10
+from bokeh.palettes import Category20
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
@@ -31,7 +31,7 @@ DASH = {"train_loss": "solid", "valid_loss": "dashed", "full_valid_loss": "dotte
         "train_mean_token_accuracy": "solid", "valid_mean_token_accuracy": "dashed"}
 LABEL = {"train_loss": "train loss", "valid_loss": "valid loss (batch)", "full_valid_loss": "full valid loss",
          "train_mean_token_accuracy": "train accuracy", "valid_mean_token_accuracy": "valid accuracy"}
-PALETTE = Category10[10]
+PALETTE = Category20[20]
 INITIALLY_SHOWN = 3  # the newest jobs with curves are ticked when the page opens
 
 
