@@ -84,7 +84,7 @@ def test_open_jobs_beyond_the_first_page_are_looked_up_by_id(make_loader: Any) -
         loader.run(page_size=4)
         assert emu.count("jobs_list") == 3
         loader.run(page_size=4)
-        listed_first_page = [j["id"] for j in emu._sorted_jobs()[:4]]
+        listed_first_page = [j["id"] for j in emu.sorted_jobs()[:4]]
         open_ids = open_jobs(emu)
         looked_up = [r.path.rsplit("/", 1)[-1] for r in emu.requests if r.endpoint == "job"]
         assert sorted(looked_up) == sorted(j for j in open_ids if j not in listed_first_page)
@@ -95,22 +95,21 @@ def test_open_jobs_beyond_the_first_page_are_looked_up_by_id(make_loader: Any) -
 
 def test_a_new_job_created_in_the_same_second_as_the_frontier_is_not_missed(loader: Any, emulator: Emulator) -> None:
     loader.run()
-    newest = emulator._sorted_jobs()[0]
+    newest = emulator.sorted_jobs()[0]
     # same created_at; the emulator lists it after the known one
     twin = emulator.add_job(status="succeeded", created_at=newest["created_at"])
     emulator.jobs = {twin["id"]: emulator.jobs.pop(twin["id"]), **emulator.jobs}
     emulator.add_checkpoint(twin["id"])
-    assert emulator._sorted_jobs()[1]["id"] == twin["id"]
+    assert emulator.sorted_jobs()[1]["id"] == twin["id"]
     loader.run()
     assert_exact(loader, emulator)
 
 
 def test_a_list_that_is_not_newest_first_is_read_whole(loader: Any, emulator: Emulator, caplog: Any) -> None:
-    ordered = emulator._sorted_jobs
-    emulator._sorted_jobs = lambda: list(reversed(ordered()))  # type: ignore[method-assign]
+    emulator.order = lambda jobs: list(reversed(jobs))  # the server lists oldest first
     loader.run(page_size=5)
     assert "the jobs list is not newest first" in caplog.text
-    extra = emulator.add_job(status="succeeded", created_at=emulator._sorted_jobs()[-1]["created_at"] + 50)
+    extra = emulator.add_job(status="succeeded", created_at=emulator.sorted_jobs()[-1]["created_at"] + 50)
     emulator.add_checkpoint(extra["id"])
     loader.run(page_size=5)
     assert emulator.count("jobs_list") == 3  # 13 jobs, 5 a page: every page, not only the first
@@ -147,7 +146,7 @@ def test_a_job_that_keeps_answering_404_is_marked_gone(loader: Any, emulator: Em
 
 
 def test_job_filter_loads_only_those_jobs_and_keeps_the_frontier(loader: Any, emulator: Emulator) -> None:
-    chosen = [j["id"] for j in emulator._sorted_jobs()[3:5]]
+    chosen = [j["id"] for j in emulator.sorted_jobs()[3:5]]
     loader.run(job_ids=chosen)
     assert emulator.count("jobs_list") == 0
     assert sorted(r["id"] for r in loader.rows("jobs", "id")) == sorted(chosen)
@@ -168,7 +167,7 @@ def test_job_filter_with_an_unknown_job_fails_naming_it(loader: Any, emulator: E
 
 
 def test_declared_columns_are_typed_and_present_before_any_value(loader: Any, emulator: Emulator) -> None:
-    emulator.add_event(emulator._sorted_jobs()[0]["id"], message="Fine-tuning job started")
+    emulator.add_event(emulator.sorted_jobs()[0]["id"], message="Fine-tuning job started")
     loader.run(resources=["jobs", "checkpoints", "events"])
     timestamp = {"duckdb": "timestamp with time zone", "postgres": "timestamp with time zone",
                  "mariadb": "datetime", "sqlite": "datetime"}[loader.engine]

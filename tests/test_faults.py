@@ -47,8 +47,7 @@ def source_error(excinfo: Any) -> Any:
 def test_transient_faults_are_retried_and_the_load_is_exact(make_loader: Any, faults: Faults) -> None:
     with Emulator.synthetic(12) as emu:
         loader = make_loader(emu)
-        emu.faults = faults
-        emu._rng.seed(faults.seed)
+        emu.faults = faults  # assigning restarts the fault generator from the seed
         summary = loader.run(max_attempts=10, read_timeout=1.0)
         faults_seen = len(emu.fault_log)
         assert faults_seen > 0
@@ -195,12 +194,12 @@ def test_a_429_pauses_every_request_of_the_client_not_only_the_one_retried(emula
                     headers={"retry-after-ms": "300"})
     waits: list = []
     now = [100.0]  # a clock that stands still while the client "waits": the pauses are exact
-    settings = ClientSettings(api_key=emulator.api_key, base_url=emulator.base_url, backoff_initial=0)
-    with FineTuningClient(settings, sleep=waits.append, clock=lambda: now[0]) as client:
+    settings = ClientSettings(api_key=emulator.api_key, base_url=emulator.in_process_url, backoff_initial=0)
+    with FineTuningClient(settings, transport=emulator.transport(), sleep=waits.append, clock=lambda: now[0]) as client:
         assert len(list(client.list_jobs())) == 1
         assert waits[0] == 0.3  # tenacity's wait honours retry-after-ms
         assert waits[1] == pytest.approx(0.3)  # the retry waited for the shared pause ...
-        client.get_job(emulator._sorted_jobs()[0]["id"])
+        client.get_job(emulator.sorted_jobs()[0]["id"])
         assert len(waits) == 3 and waits[2] == pytest.approx(0.3)  # ... and so does any other request of the client
     assert emulator.count() == 3
 

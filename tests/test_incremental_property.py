@@ -81,7 +81,7 @@ def test_every_run_leaves_the_warehouse_exact(rounds: List[List[tuple]], page_si
         loader.run(page_size=page_size)
         check()
         loader.run(page_size=page_size)
-        ordered = emu._sorted_jobs()
+        ordered = emu.sorted_jobs()
         older = [n for n, j in enumerate(ordered) if j["created_at"] < ordered[0]["created_at"]]
         pages = older[0] // page_size + 1 if older else max(1, -(-len(ordered) // page_size))
         assert emu.count("jobs_list") == pages

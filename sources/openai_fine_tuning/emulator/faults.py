@@ -1,0 +1,82 @@
+"""Faults the emulator injects: scripted answers for the next matching requests, then random transient
+faults drawn from a seeded generator (the same seed, the same faults)."""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+FAULT_NAMES = ("rate_limit", "server_error", "bad_gateway_html", "reset", "truncated", "slow")
+
+
+@dataclass
+class Faults:
+    """Per-request probabilities of transient faults. Draws come from a seeded generator."""
+
+    rate_limit: float = 0.0  # 429 with retry-after-ms (and retry-after)
+    server_error: float = 0.0  # 500 with the JSON error body
+    bad_gateway_html: float = 0.0  # 502 with an HTML page, as a proxy sends
+    reset: float = 0.0  # connection closed without an answer
+    truncated: float = 0.0  # 200 whose JSON body is cut short
+    slow: float = 0.0  # answer after `slow_seconds`
+    slow_seconds: float = 0.5
+    retry_after_ms: int = 1
+    seed: int = 0
+
+
+@dataclass
+class Scripted:
+    """The next `times` requests whose path contains `match` get this answer instead of the real one."""
+
+    match: str
+    status: int = 200
+    body: Any = None
+    headers: Dict[str, str] = field(default_factory=dict)
+    action: Optional[str] = None  # "reset" | "truncate" | None
+    times: int = 1
+
+
+class FaultPlan:
+    """What the router does instead of answering: `script()`ed answers first, then `faults` at random."""
+
+    def __init__(self, faults: Optional[Faults] = None) -> None:
+        self._lock = threading.Lock()
+        self._scripts: List[Scripted] = []
+        self.log: List[str] = []  # the random faults drawn, in order
+        self.faults = faults or Faults()
+        self._rng = random.Random(self.faults.seed)
+
+    def set(self, faults: Faults) -> None:
+        """New probabilities, and the generator restarted from their seed."""
+        with self._lock:
+            self.faults = faults
+            self._rng = random.Random(faults.seed)
+
+    def script(self, scripted: Scripted) -> None:
+        with self._lock:
+            self._scripts.append(scripted)
+
+    def take_script(self, raw_path: str) -> Optional[Scripted]:
+        """The scripted answer for this request, if any (counted down)."""
+        with self._lock:
+            scripted = next((s for s in self._scripts if s.match in raw_path), None)
+            if scripted is not None:
+                scripted.times -= 1
+                if scripted.times <= 0:
+                    self._scripts.remove(scripted)
+            return scripted
+
+    def draw(self) -> Optional[str]:
+        """The name of the random fault for this request, or None."""
+        with self._lock:
+            f = self.faults
+            r = self._rng.random()
+            for name in FAULT_NAMES:
+                probability = getattr(f, name)
+                if r < probability:
+                    self.log.append(name)
+                    return name
+                r -= probability
+            return None
