@@ -60,6 +60,9 @@ def test_every_method_lands_in_the_same_typed_columns(loader: Any) -> None:
     assert summary[dpo["id"]]["n_epochs"] == (None if dpo["method"]["dpo"]["hyperparameters"]["n_epochs"] == "auto"
                                               else float(dpo["method"]["dpo"]["hyperparameters"]["n_epochs"]))
     assert (summary[rft["id"]]["eval_interval"], summary[rft["id"]]["reasoning_effort"]) == (5.0, "medium")
+    ids = {r["fine_tuning_job_id"]: r["fine_tuned_model_id"] for r in loader.rows(
+        "job_summary", "fine_tuning_job_id, fine_tuned_model_id", order="fine_tuning_job_id")}
+    assert ids == {j["id"]: (j["fine_tuned_model"].split(":")[4] if j["fine_tuned_model"] else None) for j in emu.jobs.values()}
     # reinforcement metrics (rewards) become columns of their own
     assert {"metrics__train_reward_mean", "metrics__valid_reward_mean"} <= set(loader.column_types("checkpoints"))
 
@@ -101,6 +104,11 @@ def test_last_listed_at_says_which_checkpoints_the_latest_listing_still_served(l
     # a finished job is not read again: its checkpoints keep the time of the listing that read them
     assert {listed[c["id"]] for c in emu.checkpoints[finished["id"]]} == {first_time}
     assert first is not None
+    listings = {r["fine_tuning_job_id"]: r for r in loader.rows("checkpoint_listings", order="fine_tuning_job_id")}
+    assert set(listings) == set(emu.jobs)  # every listing that completed, an empty one too (the queued job)
+    assert (instant(listings[job["id"]]["listed_at"]), listings[job["id"]]["checkpoints"]) == (second_time, 3)
+    assert (instant(listings[finished["id"]]["listed_at"]), listings[finished["id"]]["checkpoints"]) == (
+        first_time, len(emu.checkpoints[finished["id"]]))
     best = loader.rows("best_checkpoints", "fine_tuning_job_id, checkpoint_id, listed", order="fine_tuning_job_id")
     assert {r["fine_tuning_job_id"]: (r["checkpoint_id"], bool(r["listed"])) for r in best}[job["id"]] == (pruned[0]["id"], False)
     assert all(bool(r["listed"]) for r in best if r["fine_tuning_job_id"] != job["id"])
@@ -152,6 +160,9 @@ def test_step_metrics_load_each_finished_jobs_result_file_once(loader: Any) -> N
         if r["fine_tuning_job_id"] in {j["id"] for j in finished if j["method"]["type"] != "reinforcement"}
     )
     assert loaded == sorted(row for j in finished if j["method"]["type"] != "reinforcement" for row in expected_steps(emu, j["id"]))
+    files = {(r["fine_tuning_job_id"], r["result_file_id"]) for r in loader.rows(
+        "step_metrics", "fine_tuning_job_id, result_file_id", order="fine_tuning_job_id")}
+    assert files == {(j["id"], j["result_files"][0]) for j in finished}
     rft = next(j for j in finished if j["method"]["type"] == "reinforcement")
     rewards = loader.rows("step_metrics", "step, train_reward_mean", order="step")
     assert len([r for r in rewards if r["train_reward_mean"] is not None]) == len(expected_steps(emu, rft["id"]))
@@ -202,9 +213,16 @@ def test_checkpoint_permissions_follow_grants_and_revocations(loader: Any) -> No
     loader.run(resources=["jobs", "checkpoints", "checkpoint_permissions"], admin_api_key=emu.admin_key)
     served = {p["id"]: (model, p["project_id"]) for model, ps in emu.permissions.items() for p in ps}
     assert len(served) == 2 and emu.count("permissions") == sum(len(c) for c in emu.checkpoints.values())
-    rows = loader.rows("checkpoint_permissions", "id, fine_tuned_model_checkpoint, project_id, revoked")
+    rows = loader.rows("checkpoint_permissions", "id, fine_tuned_model_checkpoint, project_id, revoked, checkpoint_id,"
+                       " fine_tuning_job_id, created_at, object")
     assert {r["id"]: (r["fine_tuned_model_checkpoint"], r["project_id"]) for r in rows} == served
-    assert all(r["revoked"] is None for r in rows)
+    assert all(r["revoked"] is None and r["object"] == "checkpoint.permission" for r in rows)
+    checkpoint = {c["fine_tuned_model_checkpoint"]: c for cs in emu.checkpoints.values() for c in cs}
+    created = {p["id"]: p["created_at"] for ps in emu.permissions.values() for p in ps}
+    for r in rows:
+        owner = checkpoint[r["fine_tuned_model_checkpoint"]]
+        assert (r["checkpoint_id"], r["fine_tuning_job_id"]) == (owner["id"], owner["fine_tuning_job_id"])
+        assert round(instant(r["created_at"])) == created[r["id"]]
     # within the interval (24 h) a no-op run reads no permissions: 1 + R
     loader.run(resources=["jobs", "checkpoints", "checkpoint_permissions"], admin_api_key=emu.admin_key)
     assert (emu.count("permissions"), emu.count("jobs_list"), emu.count("checkpoints")) == (0, 1, len(open_jobs(emu)))
