@@ -223,9 +223,11 @@ def test_checkpoint_permissions_follow_grants_and_revocations(loader: Any) -> No
         owner = checkpoint[r["fine_tuned_model_checkpoint"]]
         assert (r["checkpoint_id"], r["fine_tuning_job_id"]) == (owner["id"], owner["fine_tuning_job_id"])
         assert round(instant(r["created_at"])) == created[r["id"]]
-    # within the interval (24 h) a no-op run reads no permissions: 1 + R
-    loader.run(resources=["jobs", "checkpoints", "checkpoint_permissions"], admin_api_key=emu.admin_key)
+    # within the interval (24 h) a no-op run reads no permissions: 1 + R (5 jobs a page: the first page reaches
+    # below the frontier, the listing stops there)
+    loader.run(resources=["jobs", "checkpoints", "checkpoint_permissions"], admin_api_key=emu.admin_key, page_size=5)
     assert (emu.count("permissions"), emu.count("jobs_list"), emu.count("checkpoints")) == (0, 1, len(open_jobs(emu)))
+    assert "checkpoint_permissions" not in loader.pipeline().state["sources"]["openai_fine_tuning"]["projects"]["default"]["resources"]
     model, permissions = next(iter(emu.permissions.items()))
     emu.revoke(model, permissions[0]["id"])
     granted = emu.grant(model, "proj_new")

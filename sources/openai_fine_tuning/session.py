@@ -20,6 +20,7 @@ import httpx
 from .catalog import JobCatalog, ResourcePlan
 from .client import ClientSettings, FineTuningClient
 from .exceptions import StateError
+from .settings import PERMISSIONS_TABLE
 from .state import ProjectState, ResourceState, SourceState, read_state, write_state
 from .stats import RunStats
 from .warehouse import KnownIdsUnavailable, known_job_ids
@@ -137,7 +138,8 @@ class Session:
     def catalog(self) -> JobCatalog:
         if self._catalog is None:
             project = self.project_state()
-            states = [self.resource_state(name) for name in self.resources]
+            # the resources that plan their own jobs (the permissions pass rides on the checkpoints resource)
+            states = [self.resource_state(name) for name in self.resources if name != PERMISSIONS_TABLE]
             self._catalog = JobCatalog(
                 self.client,
                 started_at=self.started_at,
