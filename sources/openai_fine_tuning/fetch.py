@@ -27,7 +27,7 @@ from .exceptions import (
 from .catalog import ResourcePlan
 from .concurrency import concurrently
 from .permissions import read_permissions
-from .result_files import step_rows, step_table
+from .result_files import result_table
 from .rows import flatten, misfit_warning, row_hash, to_arrow, with_datetimes
 from .session import Session
 from .stats import JobFailure
@@ -237,11 +237,9 @@ def _read_step_metrics(session: Session) -> Iterator[pa.Table]:
 
     def read(job: Dict[str, Any]) -> Fetched:
         fetched = Fetched(job=job)
-        rows: List[Dict[str, Any]] = []
         try:
-            for file_id in _result_files(job):
-                content = client.get_file_content(file_id)
-                rows.extend(step_rows(content, job_id=job["id"], file_id=file_id, project=project, misfits=fetched.misfits))
+            files = [(file_id, client.get_file_content(file_id)) for file_id in _result_files(job)]
+            table = result_table(files, job_id=job["id"], project=project, misfits=fetched.misfits)
         except NotFoundError as exc:
             fetched.missing = exc
             return fetched
@@ -250,10 +248,9 @@ def _read_step_metrics(session: Session) -> Iterator[pa.Table]:
         except FineTuningSourceError as exc:
             fetched.error = exc
             return fetched
-        unique = list({row["step"]: row for row in rows}.values())  # a step served twice keeps the last
-        if unique:
-            fetched.tables.append(step_table(unique))
-            fetched.rows = len(unique)
+        if table is not None:
+            fetched.tables.append(table)
+            fetched.rows = table.num_rows
         fetched.complete = True
         return fetched
 

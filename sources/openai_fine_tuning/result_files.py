@@ -14,9 +14,12 @@ import base64
 import binascii
 import csv
 import io
-from typing import Any, Dict, List, Optional
+import math
+from typing import Any, Dict, List, Optional, Tuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
+from pyarrow import csv as pa_csv
 
 from .exceptions import InvalidResponseError
 from .rows import column_name, put, to_arrow
@@ -72,11 +75,66 @@ def _number(cell: str) -> Any:
     except ValueError:
         pass
     try:
-        return float(cell)
+        number = float(cell)
     except ValueError:
         return cell
+    return number if math.isfinite(number) else cell  # "nan", "inf": kept as written, in the variant column
 
 
 def step_table(rows: List[Dict[str, Any]]) -> pa.Table:
     """One Arrow table; every column that is not declared is a double (or the text of a variant)."""
     return to_arrow(rows, STEP_METRIC_COLUMNS, unknown="double")
+
+
+def result_table(
+    files: List[Tuple[str, bytes]], *, job_id: str, project: str, misfits: Optional[List[str]] = None
+) -> Optional[pa.Table]:
+    """The `step_metrics` rows of a job's result files, one row per step (a step served twice keeps the
+    last). A single well-formed file is parsed by Arrow's CSV reader (C++, about 10x faster than row by
+    row); anything else (several files, a cell that is not a number, a repeated step) takes the row path,
+    which routes odd values to variant columns."""
+    if len(files) == 1:
+        table = _fast_table(files[0][1], job_id=job_id, file_id=files[0][0], project=project)
+        if table is not None:
+            return table
+    rows: List[Dict[str, Any]] = []
+    for file_id, content in files:
+        rows.extend(step_rows(content, job_id=job_id, file_id=file_id, project=project, misfits=misfits))
+    unique = list({row["step"]: row for row in rows}.values())
+    return step_table(unique) if unique else None
+
+
+def _fast_table(content: bytes, *, job_id: str, file_id: str, project: str) -> Optional[pa.Table]:
+    try:
+        text = decode_content(content)
+    except UnicodeDecodeError:
+        return None
+    header = text.split("\n", 1)[0].strip().split(",")
+    names = [column_name(name.strip()) for name in header]
+    if "step" not in names or len(set(names)) != len(names):
+        return None
+    types = {raw: pa.int64() if name == "step" else pa.float64() for raw, name in zip(header, names)}
+    try:
+        table = pa_csv.read_csv(
+            io.BytesIO(text.encode()),
+            # only an empty cell is NULL ("NaN", "NA", "null" would be too by default, and be lost)
+            convert_options=pa_csv.ConvertOptions(column_types=types, null_values=[""], strings_can_be_null=True,
+                                                  quoted_strings_can_be_null=True),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None  # a cell that is not a number, a ragged row: the row path says which
+    table = table.rename_columns(names)
+    for column in table.columns:  # NaN and infinity are not numbers a warehouse keeps: the row path routes them
+        if pa.types.is_floating(column.type) and pc.any(pc.invert(pc.is_finite(column.fill_null(0.0)))).as_py():
+            return None
+    steps = table.column("step")
+    if table.num_rows == 0 or steps.null_count or pc.count_distinct(steps).as_py() != table.num_rows:
+        return None
+    rows = table.num_rows
+    extra = {PROJECT_COLUMN: project, "fine_tuning_job_id": job_id, "result_file_id": file_id}
+    for name, value in extra.items():
+        table = table.append_column(name, pa.array([value] * rows, pa.string()))
+    for name, column in STEP_METRIC_COLUMNS.items():
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(rows, pa.float64() if column["data_type"] == "double" else pa.string()))
+    return table
