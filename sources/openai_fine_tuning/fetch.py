@@ -9,6 +9,7 @@ escape (401/403, quota, a shutdown) fail the run.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -52,6 +53,25 @@ class Fetched:
     hashes: Dict[str, str] = field(default_factory=dict)  # row id -> content hash (not for events)
     models: List[Tuple[str, str, str]] = field(default_factory=list)  # (model name, checkpoint id, job id)
 
+    @property
+    def stopped(self) -> bool:
+        """The read ended on a 404 or an error (see `per_job`)."""
+        return self.missing is not None or self.error is not None
+
+
+@contextmanager
+def per_job(fetched: Fetched) -> Iterator[None]:
+    """Record what one job's read ran into: a 404 (`missing`) or any other error of ours (`error`); errors
+    no job can escape (401/403, quota, a shutdown) go on up and fail the run."""
+    try:
+        yield
+    except NotFoundError as exc:
+        fetched.missing = exc
+    except RUN_FATAL:
+        raise
+    except FineTuningSourceError as exc:
+        fetched.error = exc
+
 
 def _read_list(job: Dict[str, Any], paginator: Any, to_table: Callable[[List[Dict[str, Any]]], pa.Table]) -> Fetched:
     """Page one job's list to the end (or to the known id), turning each page into Arrow at once in this
@@ -60,7 +80,7 @@ def _read_list(job: Dict[str, Any], paginator: Any, to_table: Callable[[List[Dic
     pages: List[Any] = []  # (Arrow table, ids on that page)
     seen: Dict[str, int] = {}
     repeated = False
-    try:
+    with per_job(fetched):
         for page in paginator:
             if fetched.newest_id is None:
                 fetched.newest_id = page[0]["id"]
@@ -68,13 +88,7 @@ def _read_list(job: Dict[str, Any], paginator: Any, to_table: Callable[[List[Dic
             repeated = repeated or len(unique) < len(page) or any(item_id in seen for item_id in unique)
             seen.update(dict.fromkeys(unique, len(pages)))
             pages.append((to_table(list(unique.values())), list(unique)))
-    except NotFoundError as exc:
-        fetched.missing = exc
-        return fetched
-    except RUN_FATAL:
-        raise
-    except FineTuningSourceError as exc:
-        fetched.error = exc
+    if fetched.stopped:
         return fetched
     for index, (table, ids) in enumerate(pages):
         if repeated and any(seen[item_id] != index for item_id in ids):
@@ -237,16 +251,11 @@ def _read_step_metrics(session: Session) -> Iterator[pa.Table]:
 
     def read(job: Dict[str, Any]) -> Fetched:
         fetched = Fetched(job=job)
-        try:
+        table = None
+        with per_job(fetched):
             files = [(file_id, client.get_file_content(file_id)) for file_id in _result_files(job)]
             table = result_table(files, job_id=job["id"], project=project, misfits=fetched.misfits)
-        except NotFoundError as exc:
-            fetched.missing = exc
-            return fetched
-        except RUN_FATAL:
-            raise
-        except FineTuningSourceError as exc:
-            fetched.error = exc
+        if fetched.stopped:
             return fetched
         if table is not None:
             fetched.tables.append(table)

@@ -19,7 +19,7 @@ from sqlglot import exp
 
 from .exceptions import ConfigurationError
 from .views import destination_dialect
-from .warehouse import tables_with_data
+from .warehouse import table_exists, tables_with_data
 
 INSTALL_HINT = "the report needs bokeh: pip install -e \".[report]\" (or pip install bokeh)"
 MAX_POINTS = 150
@@ -59,7 +59,7 @@ def read_report(pipeline: Any, *, limit: int) -> List[JobReport]:
     """The newest `limit` jobs with their curves."""
     with pipeline.sql_client() as client:
         known = tables_with_data(pipeline, ["jobs", "checkpoints", "events", "step_metrics"])
-        if not _has_view(client, "job_summary"):
+        if not table_exists(client, "job_summary"):
             raise ConfigurationError(
                 f"dataset {pipeline.dataset_name} has no job_summary view: run `openai-fine-tuning load` first"
                 " (with the same --destination and --dataset)"
@@ -88,14 +88,6 @@ def read_report(pipeline: Any, *, limit: int) -> List[JobReport]:
                 break
         job.overfit = overfit_reason(job.series)
     return jobs
-
-
-def _has_view(client: Any, name: str) -> bool:
-    try:
-        client.execute_sql(f"SELECT 1 FROM {client.make_qualified_table_name(name)} WHERE 1 = 0")
-        return True
-    except Exception:  # the view was never created in this dataset
-        return False
 
 
 def _table(client: Any, dialect: str) -> Any:
