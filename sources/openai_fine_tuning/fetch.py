@@ -101,6 +101,22 @@ def _read_list(job: Dict[str, Any], paginator: Any, to_table: Callable[[List[Dic
     return fetched
 
 
+def settle(session: Session, plan: ResourcePlan, fetched: Fetched, *, missing: str) -> bool:
+    """Book one job's read in the consuming thread: a 404 counts towards marking it gone, an error leaves it
+    open and named (exit 3), odd values are named in one warning. True when its rows load."""
+    job_id = fetched.job["id"]
+    if fetched.missing is not None:
+        plan.missing(job_id, missing)
+        return False
+    if fetched.error is not None:
+        plan.failed(job_id, str(fetched.error))
+        session.stats.job_failed(JobFailure(session.project_name, plan.name, job_id, str(fetched.error)))
+        return False
+    if fetched.misfits:
+        logger.warning("%s", misfit_warning(plan.name, job_id, fetched.misfits))
+    return True
+
+
 def _concat(tables: List[pa.Table]) -> pa.Table:
     # pages differ only by extra columns (a new metric, a variant): those are filled with nulls
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
@@ -166,22 +182,15 @@ def _read_children(
     listings: List[Dict[str, Any]] = []
     for fetched in concurrently(tasks(), read, client.config.concurrency, on_abort=session.cancel):
         job_id = fetched.job["id"]
-        if fetched.missing is not None:
-            if plan.catalog.job_ids:
-                raise NotFoundError(
-                    f"{name} of fine-tuning job {job_id} were not found (HTTP 404); check the --job value",
-                    status_code=404,
-                    url=fetched.missing.url,
-                    request_id=fetched.missing.request_id,
-                )
-            plan.missing(job_id, f"{name} answered HTTP 404")
+        if fetched.missing is not None and plan.catalog.job_ids:  # a job named with --job
+            raise NotFoundError(
+                f"{name} of fine-tuning job {job_id} were not found (HTTP 404); check the --job value",
+                status_code=404,
+                url=fetched.missing.url,
+                request_id=fetched.missing.request_id,
+            )
+        if not settle(session, plan, fetched, missing=f"{name} answered HTTP 404"):
             continue
-        if fetched.error is not None:
-            plan.failed(job_id, str(fetched.error))
-            session.stats.job_failed(JobFailure(project, name, job_id, str(fetched.error)))
-            continue
-        if fetched.misfits:
-            logger.warning("%s", misfit_warning(name, job_id, fetched.misfits))
         finished = str(fetched.job.get("status")) in settings.TERMINAL_STATUSES or job_id in plan.relisted
         if events:
             batch.extend(fetched.tables)
@@ -276,15 +285,8 @@ def _read_step_metrics(session: Session) -> Iterator[pa.Table]:
     batch_rows = 0
     for fetched in concurrently(tasks(), read, client.config.concurrency, on_abort=session.cancel):
         job_id = fetched.job["id"]
-        if fetched.missing is not None:
-            plan.missing(job_id, f"its result file answered HTTP 404 ({fetched.missing})")
+        if not settle(session, plan, fetched, missing=f"its result file answered HTTP 404 ({fetched.missing})"):
             continue
-        if fetched.error is not None:
-            plan.failed(job_id, str(fetched.error))
-            session.stats.job_failed(JobFailure(project, name, job_id, str(fetched.error)))
-            continue
-        if fetched.misfits:
-            logger.warning("%s", misfit_warning(name, job_id, fetched.misfits))
         session.stats.count_rows(name, plan.change(job_id, "", None), fetched.rows)
         plan.done(job_id)
         batch.extend(fetched.tables)
