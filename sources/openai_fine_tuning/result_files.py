@@ -37,17 +37,27 @@ def decode_content(content: bytes) -> str:
     return content.decode("utf-8-sig")
 
 
-def step_rows(
-    content: bytes, *, job_id: str, file_id: str, project: str, misfits: Optional[List[str]] = None
-) -> List[Dict[str, Any]]:
-    """The rows of one result file. Raises `InvalidResponseError` when it is not a CSV with a `step` column."""
+def _text(content: bytes, file_id: str) -> str:
     try:
-        text = decode_content(content)
+        return decode_content(content)
     except UnicodeDecodeError:
         raise InvalidResponseError(f"result file {file_id} is neither UTF-8 text nor base64 of it") from None
+
+
+def _header(text: str) -> Tuple[List[str], List[str]]:
+    """The header as written and as dlt names its columns."""
+    header = next(csv.reader(io.StringIO(text.split("\n", 1)[0])), [])
+    return header, [column_name(name.strip()) for name in header]
+
+
+def step_rows(
+    text: str, *, job_id: str, file_id: str, project: str, misfits: Optional[List[str]] = None
+) -> List[Dict[str, Any]]:
+    """The rows of one result file's text. Raises `InvalidResponseError` when it is not a CSV with a `step`
+    column."""
+    header, names = _header(text)
     reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    names = [column_name(name.strip()) for name in header or []]
+    next(reader, None)
     if "step" not in names:
         raise InvalidResponseError(f"result file {file_id} is not a CSV with a 'step' column (header: {(header or [''])[:8]})")
     rows = []
@@ -93,24 +103,20 @@ def result_table(
     last). A single well-formed file is parsed by Arrow's CSV reader (C++, about 10x faster than row by
     row); anything else (several files, a cell that is not a number, a repeated step) takes the row path,
     which routes odd values to variant columns."""
-    if len(files) == 1:
-        table = _fast_table(files[0][1], job_id=job_id, file_id=files[0][0], project=project)
+    texts = [(file_id, _text(content, file_id)) for file_id, content in files]
+    if len(texts) == 1:
+        table = _fast_table(texts[0][1], job_id=job_id, file_id=texts[0][0], project=project)
         if table is not None:
             return table
     rows: List[Dict[str, Any]] = []
-    for file_id, content in files:
-        rows.extend(step_rows(content, job_id=job_id, file_id=file_id, project=project, misfits=misfits))
+    for file_id, text in texts:
+        rows.extend(step_rows(text, job_id=job_id, file_id=file_id, project=project, misfits=misfits))
     unique = list({row["step"]: row for row in rows}.values())
     return step_table(unique) if unique else None
 
 
-def _fast_table(content: bytes, *, job_id: str, file_id: str, project: str) -> Optional[pa.Table]:
-    try:
-        text = decode_content(content)
-    except UnicodeDecodeError:
-        return None
-    header = text.split("\n", 1)[0].strip().split(",")
-    names = [column_name(name.strip()) for name in header]
+def _fast_table(text: str, *, job_id: str, file_id: str, project: str) -> Optional[pa.Table]:
+    header, names = _header(text)
     if "step" not in names or len(set(names)) != len(names):
         return None
     types = {raw: pa.int64() if name == "step" else pa.float64() for raw, name in zip(header, names)}

@@ -198,7 +198,6 @@ def to_arrow(rows: List[Dict[str, Any]], declared: TColumns, *, unknown: Optiona
 
 
 _JOB_NESTED = ("error", "hyperparameters")
-_JOB_TIMESTAMPS = ("created_at", "finished_at", "estimated_finish")
 
 
 def flatten_job(
@@ -228,10 +227,7 @@ def flatten_job(
         row.pop(column, None)
         row.pop(column + VARIANT_SUFFIX, None)
         put(row, column, value, column_type(declared, column), misfits)
-    for column in _JOB_TIMESTAMPS:
-        if isinstance(row.get(column), int):
-            row[column] = pendulum.from_timestamp(row[column] / 1_000_000, tz="UTC")
-    return row
+    return with_datetimes(row, declared)
 
 
 def _flatten_method(
