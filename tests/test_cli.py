@@ -177,6 +177,8 @@ def test_demo_loads_the_emulator_into_its_own_file_and_prints_the_best_checkpoin
     assert lines[2] == "Best checkpoint per job (lowest full_valid_loss, else valid_loss, else train_loss):"
     assert lines[3].split() == ["job", "status", "best", "step", "by", "value", "checkpoint", "model"]
     assert len(lines) == 2 + 2 + 12 + 2 + 1
+    assert lines[-1] == ("Tables jobs, checkpoints, events and views best_checkpoints, training_curve, job_summary,"
+                         " fine_tuned_models are in fine_tuning_demo.duckdb, schema openai_fine_tuning.")
     assert not os.path.exists("fine_tuning.duckdb")
     assert os.path.exists("fine_tuning_demo.duckdb")
 

@@ -243,7 +243,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(_best_checkpoint_table(pipeline))
         print()
         print(
-            f"Tables jobs, checkpoints, events and views best_checkpoints, job_summary, training_curve are in"
+            f"Tables jobs, checkpoints, events and views {', '.join(result.views)} are in"
             f" {settings.DEMO_DUCKDB_FILE}, schema {pipeline.dataset_name}."
         )
     finally:
