@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import dlt
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from openai_fine_tuning.client import ClientSettings
 from openai_fine_tuning.emulator import Emulator
@@ -16,7 +17,24 @@ from openai_fine_tuning.runner import RunSummary, make_pipeline
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres")
 MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root:@127.0.0.1:3306/test")
-ALL_ENGINES = ["duckdb", "postgres", "mariadb", "sqlite"]
+# The README's test command proves exactness on DuckDB and PostgreSQL. `.ci/run` repeats scenarios on more
+# engines in its `-m more_engines` step: MariaDB and SQLite (dlt's sqlalchemy destination) for the modules
+# that prove exactness on every engine, and PostgreSQL for API-behaviour scenarios (retries, error texts,
+# slow or endless servers) whose outcome no engine changes (`api_scenario`).
+ALL_ENGINES = [
+    "duckdb", "postgres",
+    pytest.param("mariadb", marks=pytest.mark.more_engines), pytest.param("sqlite", marks=pytest.mark.more_engines),
+]
+api_scenario = pytest.mark.parametrize(
+    "destination", ["duckdb", pytest.param("postgres", marks=pytest.mark.more_engines)], indirect=True
+)
+
+# The end-to-end properties (a full dlt run per round) take their number of examples from the profile:
+# "quick" for the README's test command, "thorough" (`--hypothesis-profile=thorough`) for .ci/run's second
+# step. Properties of pure functions set their own, larger counts.
+hypothesis_settings.register_profile("quick", max_examples=2)
+hypothesis_settings.register_profile("thorough", max_examples=12)
+hypothesis_settings.load_profile("quick")
 
 
 def mariadb_available() -> Optional[str]:
@@ -113,6 +131,7 @@ class Loader:
         self.pipeline_name = f"test_{uuid.uuid4().hex[:8]}"
         self.last: Optional[RunSummary] = None
         self.result: Optional[LoadResult] = None
+        self._loaded_with: Optional[dlt.Pipeline] = None  # the last run's pipeline, reused to read tables
 
     def settings(self, **overrides: Any) -> ClientSettings:
         values: Dict[str, Any] = dict(
@@ -133,8 +152,9 @@ class Loader:
             metadata: Optional[Dict[str, str]] = None, **overrides: Any) -> RunSummary:
         """One `load` (the CLI's code path); its error, if any, is raised as the run raised it."""
         self.emulator.reset_counts()
+        self._loaded_with = self.pipeline()  # a new pipeline object per run, as each CLI run makes one
         self.result = load(
-            self.pipeline(), [(project_name, self.settings(**overrides))], job_ids=job_ids, metadata=metadata,
+            self._loaded_with, [(project_name, self.settings(**overrides))], job_ids=job_ids, metadata=metadata,
             resources=resources,
             reconcile=reconcile, full_refresh=full_refresh,
         )
@@ -146,15 +166,19 @@ class Loader:
     def engine(self) -> str:
         return engine_name(self.destination)
 
+    def reader(self) -> dlt.Pipeline:
+        """A pipeline to read the dataset with: the last run's (making one costs a config resolution)."""
+        return self._loaded_with or self.pipeline()
+
     def rows(self, table: str, columns: str = "*", order: str = "id") -> List[Dict[str, Any]]:
-        with self.pipeline().sql_client() as client:
+        with self.reader().sql_client() as client:
             dataset = client.fully_qualified_dataset_name()
             with client.execute_query(f"SELECT {columns} FROM {dataset}.{table} ORDER BY {order}") as cursor:
                 return rows_of(cursor)
 
     def column_types(self, table: str) -> Dict[str, str]:
         """Column name -> the engine's type name, lower case."""
-        with self.pipeline().sql_client() as client:
+        with self.reader().sql_client() as client:
             if self.engine == "sqlite":
                 rows = [(r[1], r[2]) for r in client.execute_sql(f'PRAGMA "{self.dataset}".table_info({table})')]
             else:

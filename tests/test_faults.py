@@ -18,6 +18,7 @@ from openai_fine_tuning.exceptions import (
     find_source_error,
 )
 
+from .conftest import api_scenario
 from .expected import CHECKPOINT_COLUMNS, expected_checkpoints, expected_jobs, loaded_checkpoint_rows, loaded_job_rows
 
 
@@ -32,6 +33,7 @@ def source_error(excinfo: Any) -> Any:
     return error
 
 
+@api_scenario
 @pytest.mark.parametrize(
     "faults",
     [
@@ -57,6 +59,7 @@ def test_transient_faults_are_retried_and_the_load_is_exact(make_loader: Any, fa
         assert_exact(loader, emu)
 
 
+@api_scenario
 @pytest.mark.parametrize(
     ("status", "body", "error_class", "message"),
     [
@@ -87,6 +90,7 @@ def test_permanent_errors_are_not_retried(
     assert emulator.count() == 1
 
 
+@api_scenario
 def test_x_should_retry_false_stops_retrying_a_500(loader: Any, emulator: Emulator) -> None:
     emulator.script("/fine_tuning/jobs?", status=500, body={"error": {"message": "boom"}}, headers={"x-should-retry": "false"})
     with pytest.raises(Exception) as raised:
@@ -95,6 +99,7 @@ def test_x_should_retry_false_stops_retrying_a_500(loader: Any, emulator: Emulat
     assert emulator.count() == 1
 
 
+@api_scenario
 def test_x_should_retry_true_retries_a_400(loader: Any, emulator: Emulator) -> None:
     emulator.script("/fine_tuning/jobs?", status=400, body={"error": {"message": "try again"}}, headers={"x-should-retry": "true"})
     summary = loader.run()
@@ -102,6 +107,7 @@ def test_x_should_retry_true_retries_a_400(loader: Any, emulator: Emulator) -> N
     assert_exact(loader, emulator)
 
 
+@api_scenario
 def test_retries_are_capped(loader: Any, emulator: Emulator) -> None:
     emulator.script("/checkpoints", status=503, body="<html>unavailable</html>", headers={"content-type": "text/html"}, times=3)
     loader.run(max_attempts=3, concurrency=1)
@@ -111,6 +117,7 @@ def test_retries_are_capped(loader: Any, emulator: Emulator) -> None:
     assert emulator.count("checkpoints") == 3 + 11
 
 
+@api_scenario
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -130,6 +137,7 @@ def test_json_of_the_wrong_shape_fails_naming_the_endpoint(loader: Any, emulator
     assert emulator.count() == 1
 
 
+@api_scenario
 def test_a_redirect_means_a_wrong_base_url_and_is_not_followed(loader: Any, emulator: Emulator) -> None:
     emulator.script("/fine_tuning/jobs?", status=301, body="", headers={"location": "https://login.example.com/?token=abc"})
     with pytest.raises(Exception) as raised:
@@ -141,6 +149,7 @@ def test_a_redirect_means_a_wrong_base_url_and_is_not_followed(loader: Any, emul
     assert emulator.count() == 1
 
 
+@api_scenario
 def test_a_repeating_cursor_is_a_loop_error_not_an_endless_loop(loader: Any, emulator: Emulator) -> None:
     page = {"object": "list", "data": [{"id": "ftjob-same", "created_at": 1, "status": "running"}], "has_more": True}
     emulator.script("/fine_tuning/jobs?", body=page, times=5)
@@ -204,6 +213,7 @@ def test_a_429_pauses_every_request_of_the_client_not_only_the_one_retried(emula
     assert emulator.count() == 3
 
 
+@api_scenario
 def test_organization_and_project_headers_are_sent(loader: Any, emulator: Emulator) -> None:
     loader.run(organization="org-123", project="proj_456")
     assert {(r.headers.get("openai-organization"), r.headers.get("openai-project")) for r in emulator.requests} == {("org-123", "proj_456")}

@@ -25,7 +25,7 @@ rounds = st.lists(
 )
 
 
-@settings(max_examples=8, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+@settings(deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(first_jobs=st.integers(1, 9), plan=rounds)
 def test_after_a_reconciliation_the_warehouse_equals_everything_served(first_jobs: int, plan: List[tuple]) -> None:

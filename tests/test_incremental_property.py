@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import dlt
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from openai_fine_tuning.emulator import Emulator
@@ -50,10 +50,17 @@ def apply(emu: Emulator, action: tuple) -> None:
 
 
 @settings(
-    max_examples=12, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no slow shrinking
+    deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no slow shrinking
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(rounds=st.lists(st.lists(step, max_size=4), min_size=1, max_size=3), page_size=st.sampled_from([1, 2, 5, 100]))
+# every kind of step at once, with a tie in created_at and pages of 2: run in every profile, before the
+# generated examples (the README's test command generates few of them)
+@example(
+    rounds=[[("new_job", "running", True), ("checkpoint", 0), ("retention", 1)],
+            [("status", 0, "succeeded"), ("gone", 2), ("new_job", "paused", False)]],
+    page_size=2,
+)
 def test_every_run_leaves_the_warehouse_exact(rounds: List[List[tuple]], page_size: int) -> None:
     with tempfile.TemporaryDirectory() as folder, Emulator.synthetic(6) as emu:
         loader = Loader(emu, dlt.destinations.duckdb(credentials=str(Path(folder) / "p.duckdb")), Path(folder))

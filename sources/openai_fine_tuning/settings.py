@@ -60,16 +60,8 @@ CHECKPOINT_METRICS = (
     "full_valid_loss",
     "full_valid_mean_token_accuracy",
 )
-EVENT_DATA_FIELDS = (
-    "step",
-    "total_steps",
-    "train_loss",
-    "train_mean_token_accuracy",
-    "valid_loss",
-    "valid_mean_token_accuracy",
-    "full_valid_loss",
-    "full_valid_mean_token_accuracy",
-)
+# a metric event's `data` carries the checkpoint metrics plus the planned number of steps
+EVENT_DATA_FIELDS = (CHECKPOINT_METRICS[0], "total_steps", *CHECKPOINT_METRICS[1:])
 
 TColumns = Dict[str, Dict[str, Any]]
 

@@ -13,9 +13,11 @@ where `read_timeout` applies to each read.
 from __future__ import annotations
 
 import contextvars
+import ssl
 import threading
 import time
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any, Iterator, Optional
 
 import httpcore
@@ -100,13 +102,20 @@ class _BoundedBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
+@lru_cache(maxsize=1)
+def shared_ssl_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: building one loads the CA bundle (about 15 ms), and a context
+    is safe to share between connections and threads."""
+    return httpx.create_ssl_context()
+
+
 class BoundedTransport(httpx.HTTPTransport):
     """httpx's transport over a connection pool whose sockets obey `deadline()` and `cancelled`."""
 
     def __init__(self, *, limits: httpx.Limits, cancelled: threading.Event) -> None:
-        super().__init__(limits=limits)
+        super().__init__(limits=limits, verify=shared_ssl_context())
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=shared_ssl_context(),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import sqlglot
 from sqlglot import exp
@@ -253,25 +253,26 @@ def default_qualifier(dataset: str, dialect: str) -> Callable[[str], exp.Table]:
     return unqualified if dialect == "sqlite" else qualified(dataset)
 
 
-def render_select(sql: str, dialect: str, qualify: Callable[[str], exp.Table]) -> exp.Expression:
-    """A view body parsed from PostgreSQL syntax, with its tables qualified and durations built for
-    `dialect`. Parsed once per process and dialect (parsing is most of the cost of creating the views)."""
-    names = tuple((name, qualify(name).sql(dialect=dialect)) for name in TABLE_NAMES + VIEW_NAMES)
-    return _render_select(sql, dialect, names).copy()
-
-
-@lru_cache(maxsize=64)
-def _render_select(sql: str, dialect: str, names: Tuple[Tuple[str, str], ...]) -> exp.Expression:
-    if dialect not in DURATION_SECONDS:
-        raise ValueError(f"no duration expression for SQL dialect {dialect!r}")
-    tree = sqlglot.parse_one(sql, read="postgres")
-    qualified_names = dict(names)
+def render_select(sql: str, dialect: str, tables: Mapping[str, exp.Table]) -> exp.Expression:
+    """A view body parsed from PostgreSQL syntax, with durations, casts and name parts built for `dialect`
+    and its tables named as `tables` says (table name -> how a view names it)."""
+    tree = _parsed_select(sql, dialect).copy()
     for table in list(tree.find_all(exp.Table)):
-        if not table.db and table.name in qualified_names:
-            replacement = exp.to_table(qualified_names[table.name], dialect=dialect)
+        if not table.db and table.name in tables:
+            replacement = tables[table.name].copy()
             if table.alias:
                 replacement.set("alias", table.args["alias"])
             table.replace(replacement)
+    return tree
+
+
+@lru_cache(maxsize=64)
+def _parsed_select(sql: str, dialect: str) -> exp.Expression:
+    """The part of rendering that does not depend on the dataset, once per process and dialect (parsing is
+    most of the cost of creating the views)."""
+    if dialect not in DURATION_SECONDS:
+        raise ValueError(f"no duration expression for SQL dialect {dialect!r}")
+    tree = sqlglot.parse_one(sql, read="postgres")
     # innermost calls first: an outer call renders its arguments after they were replaced
     for call in reversed(list(tree.find_all(exp.Anonymous))):
         name = call.name.lower()
@@ -301,13 +302,14 @@ def view_statements(
     inside a view, `target` (default: the same) the view that DROP and CREATE act on."""
     target = target or qualify
     views = definitions(tables)
+    names = {name: qualify(name) for name in TABLE_NAMES + VIEW_NAMES}
     statements: List[tuple] = []
     for name in DROP_ORDER:
         drop = exp.Drop(this=target(name), kind="VIEW", exists=True)
         statements.append((name, drop.sql(dialect=dialect), None))
     for name in CREATE_ORDER:
         if name in views:
-            create = exp.Create(this=target(name), kind="VIEW", expression=render_select(views[name], dialect, qualify))
+            create = exp.Create(this=target(name), kind="VIEW", expression=render_select(views[name], dialect, names))
             statements.append((name, None, create.sql(dialect=dialect)))
     return statements
 

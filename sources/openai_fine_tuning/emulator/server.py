@@ -171,12 +171,17 @@ class LoopbackServer(ThreadingHTTPServer):
     a reset or broken pipe ends that connection quietly instead of printing a traceback on stderr."""
 
     daemon_threads = True
+    # how often the serving loop looks for a shutdown: `stop()` returns within this (socketserver's 0.5 s
+    # default made every test that stops a server wait half a second)
+    poll_interval = 0.02
+
+    def serve_forever(self, poll_interval: float = poll_interval) -> None:
+        super().serve_forever(poll_interval)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
             return
         super().handle_error(request, client_address)
-
 
 
 class _Handler(BaseHTTPRequestHandler):
