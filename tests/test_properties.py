@@ -109,10 +109,11 @@ def test_retry_after_headers(headers: Dict[str, str], expected: Any) -> None:
 
 def test_retry_after_as_a_future_http_date() -> None:
     import email.utils
-    import time
 
-    value = retry_after_seconds({"retry-after": email.utils.formatdate(time.time() + 120, usegmt=True)})
-    assert value is not None and 100 < value <= 120
+    now = 1_763_000_000.0
+    date = email.utils.formatdate(now + 120, usegmt=True)
+    assert retry_after_seconds({"retry-after": date}, now=lambda: now) == 120.0
+    assert retry_after_seconds({"retry-after": date}, now=lambda: now + 200) == 0.0  # a date in the past: no wait
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,7 @@ def test_a_v2_state_is_migrated_to_relist_the_checkpoints_once() -> None:
     assert project.reconciled_at == v2_state()["projects"]["default"]["reconciled_at"]
     raw: dict = {}
     write_state(state, raw)
-    assert raw["version"] == 3 and raw["projects"]["default"]["relist_checkpoints"] is True
+    assert raw["version"] == STATE_VERSION and raw["projects"]["default"]["relist_checkpoints"] is True
     project.relist_checkpoints = False
     write_state(state, raw)
     assert "relist_checkpoints" not in raw["projects"]["default"] and read_state(raw) == state
@@ -120,3 +120,45 @@ def test_a_warehouse_from_before_last_listed_at_learns_it_with_one_request_per_j
         assert {bool(r["listed"]) for r in loader.rows("best_checkpoints", "listed", order="checkpoint_id")} == {True}
         loader.run()  # once: the next run is 1 + R again
         assert (emu.count("jobs_list"), emu.count("checkpoints")) == (1, len(open_jobs(emu)))
+
+
+V3_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "state_v3_main_a301ba7.json")
+
+
+def test_a_v3_state_reads_as_version_4_with_nothing_left_to_do() -> None:
+    with open(V3_FIXTURE) as handle:
+        raw = json.load(handle)
+    assert raw["version"] == 3
+    state = read_state(raw)
+    assert all(not resource.todo for resource in state.projects["default"].resources.values())
+    written: dict = {}
+    write_state(state, written)
+    assert written["version"] == STATE_VERSION == 4 and read_state(written) == state
+    assert all("todo" not in resource for resource in written["projects"]["default"]["resources"].values())
+
+
+def test_the_first_run_after_the_upgrade_from_version_3_stays_incremental(make_loader: Any) -> None:
+    resources = ["jobs", "checkpoints", "events"]
+    with Emulator.synthetic(12) as emu:
+        loader = make_loader(emu)
+        loader.run(resources=resources)  # the warehouse as main at a301ba7 left it (same data, same ids)
+        with loader.pipeline().managed_state() as state:  # and the state it wrote for that data
+            with open(V3_FIXTURE) as handle:
+                state["sources"]["openai_fine_tuning"] = json.load(handle)
+        loader.run(resources=resources)
+        expected = (1, len(open_jobs(emu)), len(open_jobs(emu)), 0)
+        assert (emu.count("jobs_list"), emu.count("checkpoints"), emu.count("events"), emu.count("job")) == expected
+        assert loader.pipeline().state["sources"]["openai_fine_tuning"]["version"] == STATE_VERSION
+
+
+@pytest.mark.parametrize(("todo", "message"), [
+    ("x", "projects.p.resources.checkpoints.todo should be a list, found str"),
+    ([{"id": "ftjob-1", "kind": "maybe"}], "projects.p.resources.checkpoints.todo[0].kind should be one of new, known, re-read, relist, found 'maybe'"),
+    ([{"id": ""}], "projects.p.resources.checkpoints.todo[0].id should be a job id, found ''"),
+    ([{"id": "ftjob-1", "result_files": [1]}], "projects.p.resources.checkpoints.todo[0].result_files should be a list of file ids, found [1]"),
+])
+def test_a_todo_of_the_wrong_shape_names_the_bad_value(todo: Any, message: str) -> None:
+    raw = {"version": 4, "projects": {"p": {"resources": {"checkpoints": {"todo": todo}}}}}
+    with pytest.raises(StateError) as raised:
+        read_state(raw)
+    assert str(raised.value) == message

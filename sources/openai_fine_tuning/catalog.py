@@ -26,10 +26,11 @@ from .client import FineTuningClient
 from .exceptions import NotFoundError
 from .rows import TIMESTAMP_MAX, TIMESTAMP_MIN
 from .settings import FUTURE_TOLERANCE_SECONDS, MAX_MISSES
-from .state import Frontier, OpenJob, ResourceState
+from .state import Frontier, OpenJob, ResourceState, TodoJob
 from .stats import NEW, REREAD, UNCHANGED, UPDATED
 
 KNOWN = "known"  # a job read before and still open: its rows are compared with their hashes
+RELIST = "relist"  # a finished job whose checkpoints are listed once more (the upgrade to state version 3)
 
 logger = logging.getLogger(__name__)
 MISSED_IDS_SHOWN = 10
@@ -219,6 +220,7 @@ class ResourcePlan:
         *,
         rereading: bool = False,
         relist: Optional[Callable[[], List[str]]] = None,
+        continued: bool = False,
     ) -> None:
         self.catalog = catalog
         self._relist = relist  # ids of finished jobs to read once more (the upgrade to state version 3)
@@ -229,6 +231,10 @@ class ResourcePlan:
         self.rereading = rereading  # a full refresh: rows read again are not new
         self._hashes_before = {job_id: entry.hashes for job_id, entry in state.open.items()}
         self._kinds: Dict[str, str] = {}
+        self._iterator: Optional[Iterator[Dict[str, Any]]] = None
+        # a later slice of the same `load`: only the jobs the first slice left in `todo` (the listing and the
+        # open jobs were read by the first slice)
+        self.continued = continued
 
     @property
     def relisting(self) -> bool:
@@ -236,12 +242,50 @@ class ResourcePlan:
         return self._relist is not None
 
     def jobs(self) -> Iterator[Dict[str, Any]]:
-        """The jobs to read, each marked new, known (open) or re-read for the summary's counts."""
+        """The jobs to read, each marked new, known (open) or re-read for the summary's counts. One iterator
+        per plan: `next_job` and `defer_rest` take from the same one."""
+        if self._iterator is None:
+            self._iterator = self._marked()
+        return self._iterator
+
+    def next_job(self) -> Optional[Dict[str, Any]]:
+        return next(self.jobs(), None)
+
+    def defer_rest(self) -> int:
+        """The slice is full: the jobs not taken yet go to `todo`, read first by the next slice. Taking them
+        finishes the plan (the listing, the lookups of open jobs, the frontier), so the next slice needs
+        nothing but `todo`. Returns how many were deferred."""
+        deferred = [
+            TodoJob(
+                id=job["id"], status=None if job.get("status") is None else str(job.get("status")),
+                kind=RELIST if job["id"] in self.relisted else self._kinds[job["id"]],
+                result_files=[f for f in job.get("result_files") or [] if isinstance(f, str) and f]
+                if isinstance(job.get("result_files"), list) else [],
+            )
+            for job in self.jobs()
+        ]
+        self.state.todo = deferred
+        return len(deferred)
+
+    def _marked(self) -> Iterator[Dict[str, Any]]:
         for job, kind in self._planned():
             self._kinds[job["id"]] = KNOWN if job["id"] in self.open else kind
             yield job
 
     def _planned(self) -> Iterator[Any]:
+        # what an earlier slice left comes first; from here on it is this plan's to read or to defer again
+        todo, self.state.todo = self.state.todo, []
+        taken: Set[str] = set()
+        for item in todo:
+            taken.add(item.id)
+            if item.kind == RELIST:
+                self.relisted.add(item.id)
+            yield item.job(), REREAD if item.kind == RELIST else item.kind
+        if self.continued:
+            return
+        yield from (planned for planned in self._listed() if planned[0]["id"] not in taken)
+
+    def _listed(self) -> Iterator[Any]:
         fresh = REREAD if self.rereading else NEW
         if self.catalog.filtered:
             for job in self.catalog:

@@ -65,6 +65,8 @@ class ClientSettings:
     # an admin key (`sk-admin-...`) reads checkpoint permissions; nothing else uses it
     admin_api_key: Optional[str] = field(default=None, repr=False)
     permissions_interval_hours: float = settings.DEFAULT_PERMISSIONS_INTERVAL_HOURS
+    # `load` commits every slice_rows rows of checkpoints, events and step metrics (state saved with each)
+    slice_rows: int = settings.DEFAULT_SLICE_ROWS
 
     @property
     def api_root(self) -> str:
@@ -332,8 +334,9 @@ def error_from_response(response: httpx.Response, *, url: str, secrets: Sequence
     )
 
 
-def retry_after_seconds(headers: Mapping[str, str]) -> Optional[float]:
-    """`retry-after-ms`, then `retry-after` as seconds or an HTTP date; None when absent or unparseable."""
+def retry_after_seconds(headers: Mapping[str, str], *, now: Callable[[], float] = time.time) -> Optional[float]:
+    """`retry-after-ms`, then `retry-after` as seconds or an HTTP date (seconds from `now()`, the wall clock
+    by default); None when absent or unparseable."""
     milliseconds = headers.get("retry-after-ms")
     if milliseconds:
         try:
@@ -348,7 +351,7 @@ def retry_after_seconds(headers: Mapping[str, str]) -> Optional[float]:
     except ValueError:
         pass
     try:
-        return max(email.utils.parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+        return max(email.utils.parsedate_to_datetime(value).timestamp() - now(), 0.0)
     except (TypeError, ValueError, IndexError):
         return None
 

@@ -22,7 +22,7 @@ SECTION = "sources.openai_fine_tuning"
 SETTING_NAMES = (
     "api_key", "base_url", "organization", "project", "provider", "azure_endpoint", "api_version",
     "page_size", "concurrency", "max_attempts", "max_retry_wait", "backoff_initial", "connect_timeout", "read_timeout",
-    "max_pages", "reconcile_interval_hours", "admin_api_key", "permissions_interval_hours",
+    "max_pages", "reconcile_interval_hours", "admin_api_key", "permissions_interval_hours", "slice_rows",
 )
 SECRET_NAMES = frozenset({"api_key", "admin_api_key"})
 
@@ -148,6 +148,7 @@ def resolve_settings(
         permissions_interval_hours=_number(
             values, "permissions_interval_hours", float, 0, 24 * 365, settings.DEFAULT_PERMISSIONS_INTERVAL_HOURS, section
         ),
+        slice_rows=_number(values, "slice_rows", int, 1, 100_000_000, settings.DEFAULT_SLICE_ROWS, section),
     )
 
 

@@ -130,12 +130,36 @@ def read_children(session: Session, name: str, *, columns: settings.TColumns, ne
     try:
         plan = session.plan(name)
         yield from _read_children(session, plan, name, columns=columns, nested=nested)
-        if name == "checkpoints" and settings.PERMISSIONS_TABLE in session.resources:
+        deferred = defer_if_full(session, plan)
+        if name == "checkpoints" and settings.PERMISSIONS_TABLE in session.resources and not deferred:
             yield from read_permissions(session, plan)
         session.finish_resource(relisted=bool(plan.relisted) or plan.relisting)
         failed = False
     finally:
         session.release(failed=failed)
+
+
+def planned_jobs(session: Session, plan: ResourcePlan) -> Iterator[Dict[str, Any]]:
+    """The plan's jobs, one at a time, until this run's slice is full (`session.slice_full`): the check
+    comes before taking a job, so a job is either read in this slice or left to `defer_if_full`."""
+    while not session.slice_full:
+        job = plan.next_job()
+        if job is None:
+            return
+        yield job
+
+
+def defer_if_full(session: Session, plan: ResourcePlan) -> int:
+    """After a resource read its slice: the jobs it did not take go to `todo` for the next slice (their
+    rows and this state commit together in this run's load package). Returns how many."""
+    if not session.slice_full:
+        return 0
+    deferred = plan.defer_rest()
+    if deferred:
+        session.stats.defer(plan.name, deferred)
+        logger.info("%s: the slice of %d rows is full; %d job(s) are read in the next slice", plan.name,
+                    session.slice_rows, deferred)
+    return deferred
 
 
 def _read_children(
@@ -173,7 +197,7 @@ def _read_children(
 
     def tasks() -> Iterator[Tuple[Dict[str, Any], Optional[str]]]:
         # the open entry is read here, in this thread: workers never touch the state
-        for job in plan.jobs():
+        for job in planned_jobs(session, plan):
             entry = plan.open.get(job["id"])
             yield job, (entry.newest_id if events and entry is not None else None)
 
@@ -191,6 +215,7 @@ def _read_children(
             )
         if not settle(session, plan, fetched, missing=f"{name} answered HTTP 404"):
             continue
+        session.count_slice_rows(fetched.rows)
         finished = str(fetched.job.get("status")) in settings.TERMINAL_STATUSES or job_id in plan.relisted
         if events:
             batch.extend(fetched.tables)
@@ -240,7 +265,9 @@ def read_step_metrics(session: Session) -> Iterator[pa.Table]:
     session.acquire()
     failed = True
     try:
-        yield from _read_step_metrics(session)
+        plan = session.plan("step_metrics")
+        yield from _read_step_metrics(session, plan)
+        defer_if_full(session, plan)
         session.finish_resource()
         failed = False
     finally:
@@ -252,9 +279,8 @@ def _result_files(job: Dict[str, Any]) -> List[str]:
     return [f for f in files if isinstance(f, str) and f] if isinstance(files, list) else []
 
 
-def _read_step_metrics(session: Session) -> Iterator[pa.Table]:
-    name = "step_metrics"
-    plan = session.plan(name)
+def _read_step_metrics(session: Session, plan: ResourcePlan) -> Iterator[pa.Table]:
+    name = plan.name
     client = session.client()
     project = session.project_name
 
@@ -273,7 +299,7 @@ def _read_step_metrics(session: Session) -> Iterator[pa.Table]:
         return fetched
 
     def tasks() -> Iterator[Tuple[Dict[str, Any]]]:
-        for job in plan.jobs():
+        for job in planned_jobs(session, plan):
             if str(job.get("status")) not in settings.TERMINAL_STATUSES:
                 plan.pending(job["id"])  # no result file before the job ends
             elif not _result_files(job):
@@ -288,6 +314,7 @@ def _read_step_metrics(session: Session) -> Iterator[pa.Table]:
         if not settle(session, plan, fetched, missing=f"its result file answered HTTP 404 ({fetched.missing})"):
             continue
         session.stats.count_rows(name, plan.change(job_id, "", None), fetched.rows)
+        session.count_slice_rows(fetched.rows)
         plan.done(job_id)
         batch.extend(fetched.tables)
         batch_rows += fetched.rows

@@ -137,15 +137,18 @@ def load(
             with pipeline_lock(pipeline):
                 for name, client_settings in projects:
                     local_state = _has_local_source_state(pipeline)
-                    stats = RunStats()
-                    source = openai_fine_tuning(
-                        settings=client_settings, job_ids=list(job_ids) if job_ids else None,
-                        metadata=dict(metadata) if metadata else None,
-                        resources=list(resources) if resources else None, project_name=name,
-                        reconcile=reconcile, full_refresh=full_refresh, transport=transport, stats=stats,
-                    )
+
+                    def make_source(selected: Optional[Sequence[str]], stats: RunStats, continued: bool) -> Any:
+                        return openai_fine_tuning(
+                            settings=client_settings, job_ids=list(job_ids) if job_ids else None,
+                            metadata=dict(metadata) if metadata else None,
+                            resources=list(selected) if selected else None, project_name=name,
+                            reconcile=reconcile, full_refresh=full_refresh, transport=transport, stats=stats,
+                            slice_rows=client_settings.slice_rows, continued=continued,
+                        )
+
                     try:
-                        result.summaries.append(run_source(pipeline, source, stats=stats, project=name))
+                        result.summaries.append(run_slices(pipeline, make_source, resources, project=name))
                     except Exception as exc:
                         signum = _signal_in(exc)
                         if signum is not None:
@@ -165,6 +168,33 @@ def load(
             else:
                 result.errors.append(ProjectError("", exc, _step_of(exc)))
     return result
+
+
+def run_slices(
+    pipeline: dlt.Pipeline,
+    make_source: Callable[[Optional[Sequence[str]], RunStats, bool], Any],
+    resources: Optional[Sequence[str]],
+    *,
+    project: str,
+) -> RunSummary:
+    """One project's load: a dlt run, then one more for each slice the child resources deferred (only
+    those resources, only what they left in `todo`), each committing its rows and state. One summary."""
+    selected: Optional[Sequence[str]] = resources
+    stats = RunStats()
+    summary = run_source(pipeline, make_source(selected, stats, False), stats=stats, project=project)
+    slice_number = 1
+    while stats.deferred:
+        selected = [name for name in settings.RESOURCE_NAMES if name in stats.deferred]
+        if "checkpoints" in selected and settings.PERMISSIONS_TABLE in (resources or ()):
+            selected.append(settings.PERMISSIONS_TABLE)  # the permissions pass follows the last checkpoints slice
+        logger.info(
+            "slice %d committed; reading on: %s", slice_number,
+            ", ".join(f"{jobs} job(s) of {name}" for name, jobs in sorted(stats.deferred.items())),
+        )
+        stats = RunStats()
+        summary = summary.merged(run_source(pipeline, make_source(selected, stats, True), stats=stats, project=project))
+        slice_number += 1
+    return summary
 
 
 def interrupted_message(result: LoadResult) -> str:

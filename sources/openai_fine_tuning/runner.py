@@ -36,6 +36,7 @@ class RunSummary:
     seconds: float = 0.0
     failures: List[JobFailure] = field(default_factory=list)
     changes: Dict[str, Dict[str, int]] = field(default_factory=dict)  # table -> new/updated/unchanged/re-read
+    slices: int = 1  # load packages committed (a large backfill commits in slices)
 
     @property
     def changed(self) -> bool:
@@ -52,6 +53,23 @@ class RunSummary:
         return (
             f"{verb} {self.destination} dataset {self.dataset} ({self.location}): {tables};"
             f" {self.requests} requests ({self.retries} retried) in {self.seconds:.1f} s"
+            + (f", committed in {self.slices} slices" if self.slices > 1 else "")
+        )
+
+    def merged(self, later: "RunSummary") -> "RunSummary":
+        """This run and a later slice of it as one: counts, requests and seconds add up."""
+        changes = {table: dict(counts) for table, counts in self.changes.items()}
+        for table, counts in later.changes.items():
+            for kind, count in counts.items():
+                changes.setdefault(table, {})[kind] = changes.get(table, {}).get(kind, 0) + count
+        rows = dict(self.rows)
+        for table, count in later.rows.items():
+            rows[table] = rows.get(table, 0) + count
+        return RunSummary(
+            project=self.project, destination=self.destination, dataset=self.dataset, location=self.location,
+            rows=rows, requests=self.requests + later.requests, retries=self.retries + later.retries,
+            seconds=self.seconds + later.seconds, failures=self.failures + later.failures, changes=changes,
+            slices=self.slices + later.slices,
         )
 
     def to_dict(self) -> Dict[str, Any]:
@@ -60,7 +78,7 @@ class RunSummary:
             "location": self.location, "changed": self.changed,
             "tables": {table: {kind: counts.get(kind, 0) for kind in CHANGE_KINDS} for table, counts in sorted(self.changes.items())},
             "rows_loaded": dict(sorted(self.rows.items())), "requests": self.requests, "retries": self.retries,
-            "seconds": round(self.seconds, 3),
+            "seconds": round(self.seconds, 3), "slices": self.slices,
             "jobs_left_for_next_run": [{"resource": f.resource, "job_id": f.job_id, "reason": f.reason} for f in self.failures],
         }
 

@@ -41,6 +41,8 @@ class Session:
         full_refresh: bool,
         transport: Optional[httpx.BaseTransport],
         stats: RunStats,
+        slice_rows: Optional[int] = None,
+        continued: bool = False,
     ) -> None:
         self._settings_factory = settings
         self._settings: Optional[ClientSettings] = None
@@ -52,6 +54,11 @@ class Session:
         self.full_refresh = full_refresh
         self.transport = transport
         self.stats = stats
+        # rows of checkpoints, events and step metrics this run may read before the child resources defer the
+        # rest to the next slice (None: no limit); `continued`: a later slice of the same `load`
+        self.slice_rows = slice_rows
+        self.continued = continued
+        self._slice_used = 0
         self.started_at = time.time()
         self._lock = threading.Lock()
         self._client: Optional[FineTuningClient] = None
@@ -122,7 +129,7 @@ class Session:
                 if not self.full_refresh:
                     raise
                 state = SourceState()  # the recovery: an unusable state is rebuilt
-            if self.full_refresh:
+            if self.full_refresh and not self.continued:  # a later slice keeps what the first one reset
                 state.projects[self.project_name] = ProjectState()
             self._raw, self._state = raw, state
         return self._state.project(self.project_name)
@@ -172,7 +179,19 @@ class Session:
         relist: Optional[Callable[[], List[str]]] = None
         if name == "checkpoints" and self.project_state().relist_checkpoints and not self.job_ids and not self.metadata:
             relist = self._relisted_ids
-        return ResourcePlan(self.catalog(), self.resource_state(name), name, rereading=self.full_refresh, relist=relist)
+        return ResourcePlan(
+            self.catalog(), self.resource_state(name), name, rereading=self.full_refresh, relist=relist,
+            continued=self.continued,
+        )
+
+    # -- slices ---------------------------------------------------------------------------------------
+    def count_slice_rows(self, rows: int) -> None:
+        """Rows a child resource read this run (called in the consuming thread)."""
+        self._slice_used += rows
+
+    @property
+    def slice_full(self) -> bool:
+        return self.slice_rows is not None and self._slice_used >= self.slice_rows
 
     def _relisted_ids(self) -> List[str]:
         try:

@@ -21,7 +21,9 @@ and rows the API stops serving are never deleted (no `replace`). The checkpoints
 Incremental state is kept per project and resource in dlt's source state (`state.py`): a job whose data
 was read completely after it reached a terminal status is never asked again; a run with nothing new makes
 one jobs page plus one request per unfinished job. A job whose list keeps failing is left open for the
-next run and everything else loads.
+next run and everything else loads. With `slice_rows` (what `load` passes) a large backfill stops after
+about that many child rows and leaves the jobs it did not read in state (`todo`), so each slice commits its
+rows and its state in one load package and a run killed late resumes where the last slice ended.
 
 Use it as any dlt source: `dlt.pipeline(...).run(openai_fine_tuning())`, then `create_views(pipeline)`;
 `openai_fine_tuning.load` does both and more (lock, recovery of an interrupted load, summary, exit code).
@@ -72,6 +74,8 @@ def openai_fine_tuning(
     settings: Optional[ClientSettings] = None,
     transport: Optional[httpx.BaseTransport] = None,
     stats: Optional[RunStats] = None,
+    slice_rows: Optional[int] = None,
+    continued: bool = False,
 ) -> Sequence[DltResource]:
     """All fine-tuning jobs of one OpenAI (or Azure OpenAI) project and their checkpoints and events.
 
@@ -92,6 +96,11 @@ def openai_fine_tuning(
         settings: ready `ClientSettings` (the settings arguments above are then ignored).
         transport: an httpx transport (tests: `httpx.MockTransport`).
         stats: a `RunStats` to count requests, retries and jobs left for the next run.
+        slice_rows: read at most about this many rows of checkpoints, events and step metrics, then leave
+            the remaining jobs in state (`todo`) for the next run; `load` runs slices until none is left
+            (None, the default for a plain `pipeline.run`: no limit). Not with `job_ids` or `metadata`.
+        continued: a later slice of the same `load`: read only what earlier slices left, and do not reset
+            the state again for `full_refresh`.
     """
     selected = list(dict.fromkeys(resources or defaults.DEFAULT_RESOURCES))
     unknown = [name for name in selected if name not in defaults.RESOURCE_NAMES]
@@ -116,6 +125,7 @@ def openai_fine_tuning(
         (lambda: settings) if settings is not None else (lambda: resolve_settings(explicit)),
         project_name=project_name, resources=selected, job_ids=job_ids, metadata=metadata, reconcile=reconcile,
         full_refresh=full_refresh, transport=transport, stats=stats if stats is not None else RunStats(),
+        slice_rows=None if job_ids or metadata else slice_rows, continued=continued,
     )
 
     @dlt.resource(name="jobs", write_disposition="merge", primary_key="id", columns=defaults.JOB_COLUMNS)

@@ -2,7 +2,7 @@
 
 It lives in dlt's source state, so it is saved in the pipeline folder and in the destination
 (`_dlt_pipeline_state`) with every load, and restored by later versions of this package on other
-machines. Layout of version 3:
+machines. Layout of version 4:
 
     {"version": 3,
      "projects": {<project name>: {
@@ -14,16 +14,20 @@ machines. Layout of version 3:
              "ordered": true,            # false once the jobs list was seen out of order: read it whole
              "open": {<job id>: {"misses": <404s in a row>, "failures": <failed reads in a row>,
                                  "newest_id": <newest event id loaded> | null,
-                                 "hashes": {<row id>: <content hash of the row last loaded>}}}}}}}}
+                                 "hashes": {<row id>: <content hash of the row last loaded>}}},
+             "todo": [{"id", "status", "kind", "result_files"}]}}}}}   # (absent: empty)
 
 The hashes of an open job's rows tell the summary which re-read rows changed (dlt cannot after a merge).
+`todo` holds the jobs a sliced run planned but left for its next slice: the listing that planned them
+already moved the frontier past them, so they are read from here first (by the next slice of the same
+`load`, or by the next run after a run stopped between slices).
 
 Version 1 (releases up to 0.1.0) had no `version` key and kept the resources directly under the project.
-Version 2 had no `permissions_read_at` and no `relist_checkpoints`. Checkpoints loaded before version 3
+Version 2 had no `permissions_read_at` and no `relist_checkpoints`; version 3 no `todo`. Checkpoints loaded before version 3
 have no `last_listed_at`: migrating a project that loaded checkpoints sets `relist_checkpoints`, and the
 next run lists each finished job's checkpoints once more (one request per job, once), after which every
-checkpoint says whether the job's latest listing still served it. `read_state` migrates both; a state of a newer version, or one that does not have this shape, raises
-`StateError` (exit 2) with the fix.
+checkpoint says whether the job's latest listing still served it. `read_state` migrates them all; a
+state of a newer version, or one that does not have this shape, raises `StateError` (exit 2) with the fix.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any, Dict, List, Mapping, MutableMapping, Optional
 
 from .exceptions import StateError
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 FULL_REFRESH_HINT = "run `openai-fine-tuning load --full-refresh` to rebuild it (it re-reads the API and merges; no row is dropped)"
 
 
@@ -73,17 +77,43 @@ class OpenJob:
 
 
 @dataclass
+class TodoJob:
+    """A job planned by a sliced run and left for its next slice: what reading it needs of the job."""
+
+    id: str
+    status: Optional[str] = None
+    kind: str = "new"  # how its rows count in the summary: new, known (an open job), re-read, or relist
+    result_files: List[str] = field(default_factory=list)
+
+    def job(self) -> Dict[str, Any]:
+        return {"id": self.id, "status": self.status, "result_files": list(self.result_files)}
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"id": self.id, "status": self.status, "kind": self.kind}
+        if self.result_files:
+            out["result_files"] = list(self.result_files)
+        return out
+
+
+TODO_KINDS = ("new", "known", "re-read", "relist")
+
+
+@dataclass
 class ResourceState:
     frontier: Optional[Frontier] = None
     ordered: bool = True
     open: Dict[str, OpenJob] = field(default_factory=dict)
+    todo: List[TodoJob] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
+        out: Dict[str, Any] = {
             "frontier": self.frontier.to_dict() if self.frontier else None,
             "ordered": self.ordered,
             "open": {job_id: entry.to_dict() for job_id, entry in self.open.items()},
         }
+        if self.todo:
+            out["todo"] = [item.to_dict() for item in self.todo]
+        return out
 
 
 @dataclass
@@ -186,7 +216,29 @@ class _Reader:
                 newest_id=self.text(entry.get("newest_id"), f"{entry_path}.newest_id", optional=True),
                 hashes=hashes,
             )
-        return ResourceState(frontier=self.frontier(raw.get("frontier"), f"{path}.frontier"), ordered=ordered, open=open_jobs)
+        todo_raw = raw.get("todo", []) or []
+        if not isinstance(todo_raw, list):
+            raise self.fail(f"{path}.todo", f"should be a list, found {type(todo_raw).__name__}")
+        return ResourceState(
+            frontier=self.frontier(raw.get("frontier"), f"{path}.frontier"), ordered=ordered, open=open_jobs,
+            todo=[self.todo(item, f"{path}.todo[{n}]") for n, item in enumerate(todo_raw)],
+        )
+
+    def todo(self, value: Any, path: str) -> TodoJob:
+        raw = self.mapping(value, path)
+        kind = raw.get("kind", "new")
+        if kind not in TODO_KINDS:
+            raise self.fail(f"{path}.kind", f"should be one of {', '.join(TODO_KINDS)}, found {kind!r}")
+        status = raw.get("status")
+        files = raw.get("result_files", []) or []
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise self.fail(f"{path}.result_files", f"should be a list of file ids, found {files!r}")
+        return TodoJob(
+            id=str(self.text(raw.get("id"), f"{path}.id")),
+            status=str(status) if status is not None else None,
+            kind=kind,
+            result_files=list(files),
+        )
 
     def project_v3(self, value: Any, path: str) -> ProjectState:
         raw = self.mapping(value, path)
@@ -229,6 +281,7 @@ def read_state(raw: Mapping[str, Any]) -> SourceState:
             newer=True,
         )
     projects = reader.mapping(raw.get("projects", {}) or {}, "projects")
+    # version 4 only added the optional `todo`: versions 3 and 4 read alike
     read = {1: reader.project_v1, 2: reader.project_v2}.get(version, reader.project_v3)
     return SourceState(projects={str(name): read(p, f"projects.{name}") for name, p in projects.items()})
 

@@ -1,5 +1,5 @@
 """What one run did, counted while it runs and read by the summary: requests, retries, rows new, updated
-and unchanged, jobs left for later.
+and unchanged, jobs left for later, jobs deferred to the next slice.
 
 The source fills it (its HTTP client counts requests and retries; its resources record jobs that could not
 be read); `load` reads it. Thread safe: the worker threads share it.
@@ -30,6 +30,7 @@ class RunStats:
     retries: int = 0
     failures: List[JobFailure] = field(default_factory=list)
     changes: Dict[str, Dict[str, int]] = field(default_factory=dict)  # table -> new/updated/unchanged/re-read
+    deferred: Dict[str, int] = field(default_factory=dict)  # resource -> jobs left to the next slice
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count_request(self) -> None:
@@ -45,6 +46,10 @@ class RunStats:
             with self._lock:
                 counts = self.changes.setdefault(table, {})
                 counts[kind] = counts.get(kind, 0) + rows
+
+    def defer(self, resource: str, jobs: int) -> None:
+        with self._lock:
+            self.deferred[resource] = self.deferred.get(resource, 0) + jobs
 
     def job_failed(self, failure: JobFailure) -> None:
         with self._lock:

@@ -1,0 +1,126 @@
+"""A large backfill commits in slices: about `slice_rows` child rows per load package, each with the state
+that says which jobs are left (`todo`). A run that stops between slices loses nothing: the committed slices
+stay and the next run reads only what was left, then is 1 + R again."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, List
+
+import pytest
+
+from openai_fine_tuning.emulator import Emulator
+from openai_fine_tuning.exceptions import AuthenticationError, find_source_error
+
+from .expected import (
+    CHECKPOINT_COLUMNS,
+    expected_checkpoints,
+    expected_jobs,
+    loaded_checkpoint_rows,
+    loaded_job_rows,
+    open_jobs,
+)
+
+SLICE = 8  # rows; the synthetic account of 12 jobs has 33 checkpoints
+
+
+def listing_order(emu: Emulator) -> List[str]:
+    return [job["id"] for job in emu.sorted_jobs()]
+
+
+def slices_of(emu: Emulator, rows_per_slice: int) -> List[List[str]]:
+    """The jobs each slice reads with concurrency 1: in listing order, until the slice holds `rows_per_slice`
+    rows (the check comes before taking a job, so a slice ends at a job boundary)."""
+    slices: List[List[str]] = [[]]
+    used = 0
+    for job_id in listing_order(emu):
+        if used >= rows_per_slice:
+            slices.append([])
+            used = 0
+        slices[-1].append(job_id)
+        used += len(emu.checkpoints[job_id])
+    return slices
+
+
+def slices_of_left(emu: Emulator, left: List[str]) -> List[List[str]]:
+    """The slices of a run that reads the jobs `left` in this order (`todo` first, then the listing)."""
+    slices: List[List[str]] = [[]]
+    used = 0
+    for job_id in left:
+        if used >= SLICE:
+            slices.append([])
+            used = 0
+        slices[-1].append(job_id)
+        used += len(emu.checkpoints[job_id])
+    return slices
+
+
+def test_a_backfill_commits_in_slices_exactly_and_the_next_run_is_a_no_op(loader: Any, emulator: Emulator, caplog: Any) -> None:
+    slices = slices_of(emulator, SLICE)
+    assert len(slices) >= 4
+    with caplog.at_level(logging.INFO, logger="openai_fine_tuning"):
+        summary = loader.run(slice_rows=SLICE, concurrency=1)
+    assert summary.slices == len(slices)
+    assert summary.changes["checkpoints"] == {"new": 33} and summary.changes["jobs"] == {"new": 12}
+    assert summary.line().endswith(f", committed in {len(slices)} slices")
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("slice ")]
+    assert said == [
+        f"slice {n} committed; reading on: {sum(len(s) for s in slices[n:])} job(s) of checkpoints"
+        for n in range(1, len(slices))
+    ]
+    assert loaded_checkpoint_rows(loader.rows("checkpoints", CHECKPOINT_COLUMNS)) == expected_checkpoints(emulator)
+    assert loaded_job_rows(loader.rows("jobs")) == expected_jobs(emulator)
+    # one jobs page and one checkpoints list per job, as without slices: later slices read only what was left
+    assert (emulator.count("jobs_list"), emulator.count("checkpoints"), emulator.count("job")) == (1, 12, 0)
+    assert len(loader.rows("checkpoint_listings", "fine_tuning_job_id", order="1")) == 12
+    loader.run(slice_rows=SLICE, concurrency=1)
+    assert (emulator.count("jobs_list"), emulator.count("checkpoints"), emulator.count("job")) == (1, len(open_jobs(emulator)), 0)
+    assert loader.last.slices == 1
+
+
+def test_a_run_that_stops_between_slices_keeps_what_it_committed_and_the_next_run_resumes(
+    loader: Any, emulator: Emulator
+) -> None:
+    slices = slices_of(emulator, SLICE)
+    # the key is revoked while the third slice reads its first job: that slice fails whole
+    emulator.script(f"/fine_tuning/jobs/{slices[2][0]}/checkpoints", status=401,
+                    body={"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
+    with pytest.raises(Exception) as raised:
+        loader.run(slice_rows=SLICE, concurrency=1)
+    assert isinstance(find_source_error(raised.value), AuthenticationError)
+    assert loader.result.exit_code == 2 and len(loader.result.summaries) == 0
+    committed = slices[0] + slices[1]
+    served = [c for job_id in committed for c in emulator.checkpoints[job_id]]
+    assert loaded_checkpoint_rows(loader.rows("checkpoints", CHECKPOINT_COLUMNS)) == sorted(
+        row for row in expected_checkpoints(emulator) if row[0] in {c["id"] for c in served}
+    )
+    assert loaded_job_rows(loader.rows("jobs")) == expected_jobs(emulator)  # the first slice loaded every job
+    state = loader.pipeline().state["sources"]["openai_fine_tuning"]
+    todo = state["projects"]["default"]["resources"]["checkpoints"]["todo"]
+    assert [item["id"] for item in todo] == [job_id for later in slices[2:] for job_id in later]
+    # the next run reads what was left (in slices again) and the open jobs it had read already, nothing more
+    summary = loader.run(slice_rows=SLICE, concurrency=1)
+    assert loaded_checkpoint_rows(loader.rows("checkpoints", CHECKPOINT_COLUMNS)) == expected_checkpoints(emulator)
+    left = [job_id for later in slices[2:] for job_id in later]
+    read_again = [job_id for job_id in listing_order(emulator) if job_id in open_jobs(emulator) and job_id in committed]
+    asked = sorted(r.path.split("/")[-2] for r in emulator.requests if r.endpoint == "checkpoints")
+    assert asked == sorted(left + read_again)
+    assert (emulator.count("jobs_list"), emulator.count("job")) == (1, 0)
+    new = sum(len(emulator.checkpoints[job_id]) for job_id in left)
+    assert summary.changes["checkpoints"].get("new") == new and summary.slices == len(slices_of_left(emulator, left + read_again))
+    loader.run(slice_rows=SLICE, concurrency=1)
+    assert (emulator.count("jobs_list"), emulator.count("checkpoints")) == (1, len(open_jobs(emulator)))
+    assert "todo" not in loader.pipeline().state["sources"]["openai_fine_tuning"]["projects"]["default"]["resources"]["checkpoints"]
+
+
+def test_events_and_checkpoints_share_one_slice_and_load_exactly(make_loader: Any) -> None:
+    with Emulator.synthetic(6, events_per_job=20) as emu:
+        loader = make_loader(emu)
+        summary = loader.run(resources=["jobs", "checkpoints", "events"], slice_rows=40, concurrency=2)
+        assert summary.slices > 1
+        assert loaded_checkpoint_rows(loader.rows("checkpoints", CHECKPOINT_COLUMNS)) == expected_checkpoints(emu)
+        served = sorted(e["id"] for events in emu.events.values() for e in events)
+        assert sorted(r["id"] for r in loader.rows("events", "id")) == served
+        assert emu.count("jobs_list") == 1 and emu.count("checkpoints") == 6
+        loader.run(resources=["jobs", "checkpoints", "events"], slice_rows=40, concurrency=2)
+        assert (emu.count("jobs_list"), emu.count("checkpoints")) == (1, len(open_jobs(emu)))
