@@ -10,6 +10,7 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 import yaml
 
 from openai_fine_tuning.emulator import Emulator
@@ -26,6 +27,7 @@ def script_env(tmp_path: Any, **extra: str) -> dict:
     return env
 
 
+@pytest.mark.deployment
 def test_the_pipeline_script_runs_from_the_repository_root(tmp_path: Any) -> None:
     with Emulator.synthetic(12) as emu:
         env = script_env(tmp_path, OPENAI_API_KEY=emu.api_key, OPENAI_BASE_URL=emu.base_url)
@@ -35,6 +37,7 @@ def test_the_pipeline_script_runs_from_the_repository_root(tmp_path: Any) -> Non
         assert "checkpoints 33 new; jobs 12 new; 13 requests" in result.stdout and result.stderr == ""
 
 
+@pytest.mark.deployment
 def test_the_pipeline_script_takes_the_options_of_load_and_is_quiet(tmp_path: Any) -> None:
     import json
 
@@ -51,6 +54,7 @@ def test_the_pipeline_script_takes_the_options_of_load_and_is_quiet(tmp_path: An
         assert "INFO" in verbose.stderr  # progress only with --verbose
 
 
+@pytest.mark.deployment
 def test_the_pipeline_script_reads_settings_from_dlt_project_dir(tmp_path: Any) -> None:
     project = tmp_path / "project"
     (project / ".dlt").mkdir(parents=True)
@@ -63,6 +67,7 @@ def test_the_pipeline_script_reads_settings_from_dlt_project_dir(tmp_path: Any) 
         assert emu.count("jobs_list") == 3  # page_size 2 came from DLT_PROJECT_DIR/.dlt/config.toml
 
 
+@pytest.mark.deployment
 def test_the_pipeline_script_fails_without_a_key_in_one_line(tmp_path: Any) -> None:
     result = subprocess.run([sys.executable, SCRIPT], cwd=ROOT, env=script_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
@@ -72,6 +77,7 @@ def test_the_pipeline_script_fails_without_a_key_in_one_line(tmp_path: Any) -> N
     )
 
 
+@pytest.mark.deployment
 def test_requirements_install_this_package(tmp_path: Any) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-build-isolation", "--no-index",

@@ -69,6 +69,7 @@ def readme_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.deployment
 def test_the_readme_dlt_pipeline_example_runs_as_written_incrementally_and_leaks_nothing(tmp_path: Any) -> None:
     script = tmp_path / "example.py"
     script.write_text(readme_example())
