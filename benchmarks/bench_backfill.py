@@ -52,6 +52,27 @@ def serve(conn: Any, args: argparse.Namespace) -> None:
                 return
 
 
+class EmulatorProcess:
+    """`serve` in a process of its own; `ask` sends it a command and returns the answer."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self._parent, child = multiprocessing.Pipe()
+        self._server = multiprocessing.Process(target=serve, args=(child, args), daemon=True)
+
+    def __enter__(self) -> "EmulatorProcess":
+        self._server.start()
+        self.base_url, self.api_key = self._parent.recv()
+        return self
+
+    def ask(self, command: str) -> Any:
+        self._parent.send(command)
+        return self._parent.recv()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.ask("stop")
+        self._server.join()
+
+
 def scenario(args: argparse.Namespace) -> Dict[str, Any]:
     """Runs in the child: one emulator process, one pipeline, one or two runs."""
     import dlt
@@ -61,36 +82,26 @@ def scenario(args: argparse.Namespace) -> Dict[str, Any]:
     from openai_fine_tuning.runner import make_pipeline
 
     work = tempfile.mkdtemp(prefix="ft-bench-")
-    parent, child = multiprocessing.Pipe()
-    server = multiprocessing.Process(target=serve, args=(child, args), daemon=True)
-    server.start()
-    base_url, api_key = parent.recv()
-
-    def ask(command: str) -> Any:
-        parent.send(command)
-        return parent.recv()
-
     resources = ["jobs", "checkpoints", "events"] if args.events else None
-    settings = ClientSettings(api_key=api_key, base_url=base_url, concurrency=args.concurrency)
-    pipeline = make_pipeline(
-        pipeline_name="bench", destination=dlt.destinations.duckdb(os.path.join(work, "bench.duckdb")),
-        pipelines_dir=os.path.join(work, "pipelines"),
-    )
     results: Dict[str, Any] = {}
-    for run in ("backfill", "noop") if args.scenario != "empty" else ("empty",):
-        ask("reset")
-        started = time.perf_counter()
-        result = load(pipeline, [("default", settings)], resources=resources)
-        result.raise_first_error()
-        summary = result.summaries[0]
-        seconds = time.perf_counter() - started
-        rows = sum(summary.rows.values())
-        results[run] = {
-            "seconds": round(seconds, 3), "requests": ask("count"), "rows": rows,
-            "rows_per_second": round(rows / seconds, 1) if seconds else 0.0, "open_jobs": ask("open"),
-        }
-    ask("stop")
-    server.join()
+    with EmulatorProcess(args) as emulator:
+        settings = ClientSettings(api_key=emulator.api_key, base_url=emulator.base_url, concurrency=args.concurrency)
+        pipeline = make_pipeline(
+            pipeline_name="bench", destination=dlt.destinations.duckdb(os.path.join(work, "bench.duckdb")),
+            pipelines_dir=os.path.join(work, "pipelines"),
+        )
+        for run in ("backfill", "noop") if args.scenario != "empty" else ("empty",):
+            emulator.ask("reset")
+            started = time.perf_counter()
+            result = load(pipeline, [("default", settings)], resources=resources)
+            result.raise_first_error()
+            summary = result.summaries[0]
+            seconds = time.perf_counter() - started
+            rows = sum(summary.rows.values())
+            results[run] = {
+                "seconds": round(seconds, 3), "requests": emulator.ask("count"), "rows": rows,
+                "rows_per_second": round(rows / seconds, 1) if seconds else 0.0, "open_jobs": emulator.ask("open"),
+            }
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     shutil.rmtree(work, ignore_errors=True)
     return results

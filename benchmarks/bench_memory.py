@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
 import resource
@@ -23,7 +22,7 @@ import tempfile
 import time
 from typing import Any, Dict, List
 
-from bench_backfill import serve
+from bench_backfill import EmulatorProcess
 
 NO_SLICES = 100_000_000
 
@@ -37,23 +36,18 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     from openai_fine_tuning.runner import make_pipeline
 
     work = tempfile.mkdtemp(prefix="ft-bench-memory-")
-    parent, child = multiprocessing.Pipe()
-    server = multiprocessing.Process(target=serve, args=(child, args), daemon=True)
-    server.start()
-    base_url, api_key = parent.recv()
-    settings = ClientSettings(api_key=api_key, base_url=base_url, concurrency=args.concurrency, slice_rows=args.slice_rows)
-    pipeline = make_pipeline(
-        pipeline_name="bench_memory", destination=dlt.destinations.duckdb(os.path.join(work, "bench.duckdb")),
-        pipelines_dir=os.path.join(work, "pipelines"),
-    )
-    started = time.perf_counter()
-    result = load(pipeline, [("default", settings)], resources=["jobs", "checkpoints", "events"])
-    result.raise_first_error()
-    seconds = time.perf_counter() - started
+    with EmulatorProcess(args) as emulator:
+        settings = ClientSettings(api_key=emulator.api_key, base_url=emulator.base_url, concurrency=args.concurrency,
+                                  slice_rows=args.slice_rows)
+        pipeline = make_pipeline(
+            pipeline_name="bench_memory", destination=dlt.destinations.duckdb(os.path.join(work, "bench.duckdb")),
+            pipelines_dir=os.path.join(work, "pipelines"),
+        )
+        started = time.perf_counter()
+        result = load(pipeline, [("default", settings)], resources=["jobs", "checkpoints", "events"])
+        result.raise_first_error()
+        seconds = time.perf_counter() - started
     summary = result.summaries[0]
-    parent.send("stop")
-    parent.recv()
-    server.join()
     shutil.rmtree(work, ignore_errors=True)
     return {
         "seconds": round(seconds, 2), "rows": sum(summary.rows.values()), "slices": summary.slices,

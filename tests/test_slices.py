@@ -28,25 +28,13 @@ def listing_order(emu: Emulator) -> List[str]:
     return [job["id"] for job in emu.sorted_jobs()]
 
 
-def slices_of(emu: Emulator, rows_per_slice: int) -> List[List[str]]:
-    """The jobs each slice reads with concurrency 1: in listing order, until the slice holds `rows_per_slice`
-    rows (the check comes before taking a job, so a slice ends at a job boundary)."""
+def slices_of(emu: Emulator, order: List[str]) -> List[List[str]]:
+    """The jobs each slice reads with concurrency 1 when the run reads the jobs `order` in that order (`todo`
+    first, then the listing): until the slice holds SLICE rows (the check comes before taking a job, so a
+    slice ends at a job boundary)."""
     slices: List[List[str]] = [[]]
     used = 0
-    for job_id in listing_order(emu):
-        if used >= rows_per_slice:
-            slices.append([])
-            used = 0
-        slices[-1].append(job_id)
-        used += len(emu.checkpoints[job_id])
-    return slices
-
-
-def slices_of_left(emu: Emulator, left: List[str]) -> List[List[str]]:
-    """The slices of a run that reads the jobs `left` in this order (`todo` first, then the listing)."""
-    slices: List[List[str]] = [[]]
-    used = 0
-    for job_id in left:
+    for job_id in order:
         if used >= SLICE:
             slices.append([])
             used = 0
@@ -56,7 +44,7 @@ def slices_of_left(emu: Emulator, left: List[str]) -> List[List[str]]:
 
 
 def test_a_backfill_commits_in_slices_exactly_and_the_next_run_is_a_no_op(loader: Any, emulator: Emulator, caplog: Any) -> None:
-    slices = slices_of(emulator, SLICE)
+    slices = slices_of(emulator, listing_order(emulator))
     assert len(slices) >= 4
     with caplog.at_level(logging.INFO, logger="openai_fine_tuning"):
         summary = loader.run(slice_rows=SLICE, concurrency=1)
@@ -81,7 +69,7 @@ def test_a_backfill_commits_in_slices_exactly_and_the_next_run_is_a_no_op(loader
 def test_a_run_that_stops_between_slices_keeps_what_it_committed_and_the_next_run_resumes(
     loader: Any, emulator: Emulator
 ) -> None:
-    slices = slices_of(emulator, SLICE)
+    slices = slices_of(emulator, listing_order(emulator))
     # the key is revoked while the third slice reads its first job: that slice fails whole
     emulator.script(f"/fine_tuning/jobs/{slices[2][0]}/checkpoints", status=401,
                     body={"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
@@ -107,7 +95,7 @@ def test_a_run_that_stops_between_slices_keeps_what_it_committed_and_the_next_ru
     assert asked == sorted(left + read_again)
     assert (emulator.count("jobs_list"), emulator.count("job")) == (1, 0)
     new = sum(len(emulator.checkpoints[job_id]) for job_id in left)
-    assert summary.changes["checkpoints"].get("new") == new and summary.slices == len(slices_of_left(emulator, left + read_again))
+    assert summary.changes["checkpoints"].get("new") == new and summary.slices == len(slices_of(emulator, left + read_again))
     loader.run(slice_rows=SLICE, concurrency=1)
     assert (emulator.count("jobs_list"), emulator.count("checkpoints")) == (1, len(open_jobs(emulator)))
     assert "todo" not in loader.pipeline().state["sources"]["openai_fine_tuning"]["projects"]["default"]["resources"]["checkpoints"]
