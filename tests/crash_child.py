@@ -4,7 +4,8 @@ KILL_AT: `normalize` (as normalization starts), `load-followup` (tables staged, 
 `load-complete` (merged, package not yet marked loaded), or `none` (extract signals come from the test,
 through the emulator's request hook). SIGNAL: KILL (default: the process dies there), TERM or INT (the
 signal arrives there and the run goes on to handle it, as under cron, Airflow or Kubernetes). The child
-reports like the CLI: one line on stderr and the exit code.
+reports like the CLI: one line on stderr and the exit code. CRASH_SLICE_ROWS and CRASH_CONCURRENCY set the
+load's `slice_rows` and `concurrency`.
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ def main() -> None:
         pipeline_name=os.environ["CRASH_PIPELINE"], destination=destination,
         dataset_name=os.environ["CRASH_DATASET"], pipelines_dir=os.environ["CRASH_PIPELINES_DIR"],
     )
-    client_settings = ClientSettings(api_key=os.environ["CRASH_KEY"], base_url=os.environ["CRASH_URL"], concurrency=2)
+    client_settings = ClientSettings(
+        api_key=os.environ["CRASH_KEY"], base_url=os.environ["CRASH_URL"],
+        concurrency=int(os.environ.get("CRASH_CONCURRENCY", "2")),
+        slice_rows=int(os.environ.get("CRASH_SLICE_ROWS", "50000")),
+    )
     result = load(pipeline, [("default", client_settings)])
     code = report_result(result)
     sys.exit(code if code else 99)  # 99: the signal never arrived

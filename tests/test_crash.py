@@ -14,7 +14,7 @@ import pytest
 
 from openai_fine_tuning.emulator import Emulator, RequestRecord
 
-from .expected import CHECKPOINT_COLUMNS, expected_checkpoints, expected_jobs, loaded_checkpoint_rows, loaded_job_rows
+from .expected import CHECKPOINT_COLUMNS, expected_checkpoints, expected_jobs, loaded_checkpoint_rows, loaded_job_rows, open_jobs
 
 
 def destination_spec(loader: Any) -> str:
@@ -81,3 +81,42 @@ def test_a_killed_run_followed_by_a_normal_run_is_exact(make_loader: Any, sig: s
         loader.run()
         assert (emu.count("jobs_list"), emu.count("job")) == (1, 0)
         assert emu.count("checkpoints") == len([j for j in emu.jobs.values() if j["status"] not in ("succeeded", "failed", "cancelled")])
+
+
+@pytest.mark.slow
+def test_a_backfill_killed_in_a_late_slice_resumes_where_the_last_slice_ended(make_loader: Any) -> None:
+    from .test_slices import SLICE, listing_order, slices_of
+
+    with Emulator.synthetic(12) as emu:
+        loader = make_loader(emu)
+        slices = slices_of(emu, listing_order(emu))
+        assert len(slices) >= 4
+        env = dict(
+            os.environ, KILL_AT="none", CRASH_URL=emu.base_url, CRASH_KEY=emu.api_key, SIGNAL="KILL",
+            CRASH_DESTINATION=destination_spec(loader), CRASH_DATASET=loader.dataset, CRASH_PIPELINE=loader.pipeline_name,
+            CRASH_PIPELINES_DIR=loader.pipelines_dir, CRASH_SLICE_ROWS=str(SLICE), CRASH_CONCURRENCY="1",
+        )
+        child = subprocess.Popen([sys.executable, "-m", "tests.crash_child"], env=env, stderr=subprocess.PIPE, text=True,
+                                 cwd=os.path.dirname(os.path.dirname(__file__)))
+        killed = threading.Event()
+        late = f"/fine_tuning/jobs/{slices[-1][0]}/checkpoints"  # the first job of the last slice
+
+        def kill_in_the_last_slice(record: RequestRecord) -> None:
+            if late in record.path and not killed.is_set():
+                killed.set()
+                child.send_signal(signal.SIGKILL)
+
+        emu.on_request = kill_in_the_last_slice
+        child.communicate(timeout=120)
+        emu.on_request = None
+        assert child.returncode == -signal.SIGKILL
+        committed = {c["id"] for part in slices[:-1] for job_id in part for c in emu.checkpoints[job_id]}
+        assert {r["id"] for r in loader.rows("checkpoints", "id")} == committed  # every slice before the kill
+        loader.run(slice_rows=SLICE, concurrency=1)
+        asked = [r.path.split("/")[-2] for r in emu.requests if r.endpoint == "checkpoints"]
+        read_again = [j for j in listing_order(emu) if j in open_jobs(emu) and j not in slices[-1]]
+        assert sorted(asked) == sorted(slices[-1] + read_again)  # what was left, and the open jobs as every run
+        assert loaded_checkpoint_rows(loader.rows("checkpoints", CHECKPOINT_COLUMNS)) == expected_checkpoints(emu)
+        assert loaded_job_rows(loader.rows("jobs")) == expected_jobs(emu)
+        loader.run(slice_rows=SLICE, concurrency=1)
+        assert (emu.count("jobs_list"), emu.count("checkpoints"), emu.count("job")) == (1, len(open_jobs(emu)), 0)
