@@ -44,6 +44,12 @@ def created_at(job: Dict[str, Any]) -> Optional[float]:
     return float(value) if TIMESTAMP_MIN <= value < TIMESTAMP_MAX else None
 
 
+def result_file_ids(job: Dict[str, Any]) -> List[str]:
+    """The ids in the job's `result_files` (a list of file ids when the job has finished)."""
+    files = job.get("result_files")
+    return [f for f in files if isinstance(f, str) and f] if isinstance(files, list) else []
+
+
 class JobCatalog:
     """The jobs of one project, listed newest first once per run and shared by every resource."""
 
@@ -259,8 +265,7 @@ class ResourcePlan:
             TodoJob(
                 id=job["id"], status=None if job.get("status") is None else str(job.get("status")),
                 kind=RELIST if job["id"] in self.relisted else self._kinds[job["id"]],
-                result_files=[f for f in job.get("result_files") or [] if isinstance(f, str) and f]
-                if isinstance(job.get("result_files"), list) else [],
+                result_files=result_file_ids(job),
             )
             for job in self.jobs()
         ]

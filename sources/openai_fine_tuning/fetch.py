@@ -25,7 +25,7 @@ from .exceptions import (
     QuotaExceededError,
     RequestCancelled,
 )
-from .catalog import ResourcePlan
+from .catalog import ResourcePlan, result_file_ids
 from .concurrency import concurrently
 from .permissions import read_permissions
 from .result_files import result_table
@@ -274,11 +274,6 @@ def read_step_metrics(session: Session) -> Iterator[pa.Table]:
         session.release(failed=failed)
 
 
-def _result_files(job: Dict[str, Any]) -> List[str]:
-    files = job.get("result_files")
-    return [f for f in files if isinstance(f, str) and f] if isinstance(files, list) else []
-
-
 def _read_step_metrics(session: Session, plan: ResourcePlan) -> Iterator[pa.Table]:
     name = plan.name
     client = session.client()
@@ -288,7 +283,7 @@ def _read_step_metrics(session: Session, plan: ResourcePlan) -> Iterator[pa.Tabl
         fetched = Fetched(job=job)
         table = None
         with per_job(fetched):
-            files = [(file_id, client.get_file_content(file_id)) for file_id in _result_files(job)]
+            files = [(file_id, client.get_file_content(file_id)) for file_id in result_file_ids(job)]
             table = result_table(files, job_id=job["id"], project=project, misfits=fetched.misfits)
         if fetched.stopped:
             return fetched
@@ -302,7 +297,7 @@ def _read_step_metrics(session: Session, plan: ResourcePlan) -> Iterator[pa.Tabl
         for job in planned_jobs(session, plan):
             if str(job.get("status")) not in settings.TERMINAL_STATUSES:
                 plan.pending(job["id"])  # no result file before the job ends
-            elif not _result_files(job):
+            elif not result_file_ids(job):
                 plan.done(job["id"])
             else:
                 yield (job,)

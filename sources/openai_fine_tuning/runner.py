@@ -8,6 +8,7 @@ import importlib.util
 import logging
 import os
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional
@@ -58,18 +59,13 @@ class RunSummary:
 
     def merged(self, later: "RunSummary") -> "RunSummary":
         """This run and a later slice of it as one: counts, requests and seconds add up."""
-        changes = {table: dict(counts) for table, counts in self.changes.items()}
-        for table, counts in later.changes.items():
-            for kind, count in counts.items():
-                changes.setdefault(table, {})[kind] = changes.get(table, {}).get(kind, 0) + count
-        rows = dict(self.rows)
-        for table, count in later.rows.items():
-            rows[table] = rows.get(table, 0) + count
+        tables = self.changes.keys() | later.changes.keys()
         return RunSummary(
             project=self.project, destination=self.destination, dataset=self.dataset, location=self.location,
-            rows=rows, requests=self.requests + later.requests, retries=self.retries + later.retries,
-            seconds=self.seconds + later.seconds, failures=self.failures + later.failures, changes=changes,
-            slices=self.slices + later.slices,
+            rows=dict(Counter(self.rows) + Counter(later.rows)), requests=self.requests + later.requests,
+            retries=self.retries + later.retries, seconds=self.seconds + later.seconds,
+            failures=self.failures + later.failures, slices=self.slices + later.slices,
+            changes={t: dict(Counter(self.changes.get(t, {})) + Counter(later.changes.get(t, {}))) for t in tables},
         )
 
     def to_dict(self) -> Dict[str, Any]:
