@@ -13,7 +13,7 @@ from openai_fine_tuning.client import retry_after_seconds
 from openai_fine_tuning.exceptions import PaginationLoopError
 from openai_fine_tuning.paginator import CursorPaginator
 from openai_fine_tuning.redaction import redact_text, redact_url
-from openai_fine_tuning.rows import column_name, flatten, to_arrow
+from openai_fine_tuning.rows import column_name, flatten, items_to_arrow, to_arrow
 from openai_fine_tuning.settings import CHECKPOINT_COLUMNS
 
 
@@ -91,6 +91,41 @@ def test_flattening_never_loses_or_miscasts_a_metric(metrics: Dict[str, Any]) ->
             assert table[column + "__v_text"] is not None
     assert table["step_number"] == 10 and table["created_at"].timestamp() == 1721764867
     assert set(f"metrics__{m}" for m in ("train_mean_token_accuracy", "full_valid_mean_token_accuracy")) <= set(table)
+
+
+odd_values = st.one_of(
+    metric_values, st.integers(2**62, 2**70), st.floats(1e15, 1e25), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+api_objects = st.lists(
+    st.fixed_dictionaries(
+        {"id": st.text(min_size=1, max_size=6)},
+        optional={
+            "created_at": st.one_of(st.integers(0, 2**40), odd_values), "step_number": odd_values,
+            "fine_tuned_model_checkpoint": odd_values, "fine_tuning_job_id": st.text(max_size=4),
+            "metrics": st.one_of(st.none(), st.text(max_size=3), st.dictionaries(
+                st.sampled_from(["step", "train_loss", "valid_loss", "new_metric", "x y", "a__b", "Train Loss"]), odd_values)),
+            "odd__name": odd_values, "Other Key": odd_values,
+        },
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=api_objects)
+def test_columns_built_from_a_page_equal_the_rows_flattened_one_by_one(items: List[Dict[str, Any]]) -> None:
+    """The hot path (`items_to_arrow`, no dict per row) makes the very table of `flatten` + `to_arrow`: the
+    same columns, types, values and odd values routed to the same variant columns, the same warnings."""
+    extra = {"fine_tuning_job_id": "ftjob-1", "last_listed_at": 1_763_000_000_000_000}
+    misfits_rows: List[str] = []
+    rows = [flatten(item, CHECKPOINT_COLUMNS, nested="metrics", project="p", extra=extra, misfits=misfits_rows) for item in items]
+    expected = to_arrow(rows, CHECKPOINT_COLUMNS)
+    misfits_columns: List[str] = []
+    table = items_to_arrow(items, CHECKPOINT_COLUMNS, nested="metrics", project="p", extra=extra, misfits=misfits_columns)
+    assert {f.name: (f.type, f.nullable) for f in table.schema} == {f.name: (f.type, f.nullable) for f in expected.schema}
+    names = sorted(expected.column_names)
+    assert table.select(names).to_pylist() == expected.select(names).to_pylist()
+    assert sorted(misfits_columns) == sorted(misfits_rows)
 
 
 @pytest.mark.parametrize(

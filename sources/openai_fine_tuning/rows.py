@@ -197,6 +197,101 @@ def to_arrow(rows: List[Dict[str, Any]], declared: TColumns, *, unknown: Optiona
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
+class _Columns:
+    """Arrow columns built straight from API objects (no dict per row): one list per column, filled by
+    position, with the same type decision (`column_type`, made once per column) and the same routing of
+    odd values to `__v_text` as `flatten` + `to_arrow`."""
+
+    def __init__(self, declared: TColumns, rows: int, misfits: Optional[List[str]]) -> None:
+        self.declared = declared
+        self.rows = rows
+        self.misfits = misfits
+        self.values: Dict[str, List[Any]] = {}
+        self.types: Dict[str, str] = {}
+
+    def put(self, name: str, index: int, value: Any) -> None:
+        if value is None:
+            return
+        data_type = self.types.get(name)
+        if data_type is None:
+            data_type = self.types[name] = column_type(self.declared, name)
+        kind = type(value)  # fast paths for the values nearly every row holds, as in `put`
+        if not (
+            (kind is float and data_type == "double" and value - value == 0.0)
+            or (kind is str and data_type == "text")
+            or (kind is int and data_type == "bigint" and INT64_MIN <= value <= INT64_MAX)
+        ):
+            converted = fit(value, data_type)
+            if converted is _MISFIT:
+                if self.misfits is not None:
+                    self.misfits.append(name)
+                name, converted = name + VARIANT_SUFFIX, as_text(value)
+                self.types[name] = "text"
+            value = converted
+        column = self.values.get(name)
+        if column is None:
+            column = self.values[name] = [None] * self.rows
+        column[index] = value
+
+    def table(self, constants: Mapping[str, Any]) -> pa.Table:
+        """Every declared column (nulls where absent), then the others in the order first seen, then the
+        constant ones (project, job id ...), as `to_arrow` orders a row's keys."""
+        names: Dict[str, None] = dict.fromkeys(self.declared)
+        names.update(dict.fromkeys(self.values))
+        names.update(dict.fromkeys(constants))
+        arrays = []
+        fields = []
+        for name in names:
+            data_type = self.types.get(name) or column_type(self.declared, name)
+            if name in constants:
+                values: Any = [constants[name]] * self.rows
+            else:
+                values = self.values.get(name)
+            if values is None:
+                array = pa.nulls(self.rows, _ARROW_TYPES[data_type])
+            elif data_type == "timestamp":
+                array = pa.array(values, pa.int64()).cast(_ARROW_TYPES["timestamp"])
+            else:
+                array = pa.array(values, _ARROW_TYPES[data_type])
+            arrays.append(array)
+            fields.append(pa.field(name, array.type, nullable=self.declared.get(name, {}).get("nullable", True)))
+        return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def items_to_arrow(
+    items: List[Mapping[str, Any]],
+    declared: TColumns,
+    *,
+    nested: str,
+    project: str,
+    extra: Optional[Mapping[str, Any]] = None,
+    misfits: Optional[List[str]] = None,
+) -> pa.Table:
+    """API objects (a page of checkpoints or events) -> an Arrow table: the table `to_arrow` builds from
+    `flatten` of each object, without the dict per row (the hot path of a large backfill)."""
+    columns = _Columns(declared, len(items), misfits)
+    names: Dict[str, str] = {}  # key -> column name, looked up once per key
+    nested_names: Dict[str, str] = {}  # key under `nested` -> column name
+    prefix = f"{nested}__"
+    for index, obj in enumerate(items):
+        for key, value in obj.items():
+            if key == nested:
+                if isinstance(value, Mapping):
+                    for sub_key, sub_value in value.items():
+                        name = nested_names.get(sub_key)
+                        if name is None:
+                            name = nested_names[sub_key] = prefix + column_name(sub_key)
+                        columns.put(name, index, sub_value)
+                elif value is not None:  # `data: null` adds no column
+                    columns.put(nested + VARIANT_SUFFIX, index, as_text(value))
+                continue
+            name = names.get(key)
+            if name is None:
+                name = names[key] = column_name(key)
+            columns.put(name, index, value)
+    return columns.table({PROJECT_COLUMN: project, **(extra or {})})
+
+
 _JOB_NESTED = ("error", "hyperparameters")
 
 
