@@ -112,3 +112,33 @@ def test_events_and_checkpoints_share_one_slice_and_load_exactly(make_loader: An
         assert emu.count("jobs_list") == 1 and emu.count("checkpoints") == 6
         loader.run(resources=["jobs", "checkpoints", "events"], slice_rows=40, concurrency=2)
         assert (emu.count("jobs_list"), emu.count("checkpoints")) == (1, len(open_jobs(emu)))
+
+
+def test_a_full_refresh_in_slices_re_reads_everything_once(loader: Any, emulator: Emulator) -> None:
+    loader.run()
+    slices = slices_of(emulator, listing_order(emulator))
+    summary = loader.run(full_refresh=True, slice_rows=SLICE, concurrency=1)
+    # the state is reset by the first slice only: each job is read once, every row counts as re-read
+    assert summary.slices == len(slices) and summary.changes["checkpoints"] == {"re-read": 33}
+    assert (emulator.count("jobs_list"), emulator.count("checkpoints"), emulator.count("job")) == (1, 12, 0)
+    assert loaded_checkpoint_rows(loader.rows("checkpoints", CHECKPOINT_COLUMNS)) == expected_checkpoints(emulator)
+    loader.run(slice_rows=SLICE, concurrency=1)
+    assert (emulator.count("jobs_list"), emulator.count("checkpoints")) == (1, len(open_jobs(emulator)))
+
+
+def test_step_metrics_and_permissions_load_exactly_in_slices(loader: Any, emulator: Emulator) -> None:
+    from .test_methods_and_signals import expected_steps
+
+    resources = ["jobs", "checkpoints", "step_metrics", "checkpoint_permissions"]
+    summary = loader.run(resources=resources, admin_api_key=emulator.admin_key, slice_rows=SLICE, concurrency=1)
+    assert summary.slices > 1
+    finished = [j for j in emulator.jobs.values() if j["result_files"]]
+    assert emulator.count("file_content") == len(finished)  # each result file once, across the slices
+    steps = sorted((r["fine_tuning_job_id"], r["step"]) for r in loader.rows("step_metrics", "fine_tuning_job_id, step", order="1"))
+    assert steps == sorted((j["id"], row[1]) for j in finished for row in expected_steps(emulator, j["id"]))
+    # the permissions pass runs once, after the last checkpoints slice, over every listed checkpoint
+    assert emulator.count("permissions") == sum(len(cs) for cs in emulator.checkpoints.values())
+    served = {p["id"] for ps in emulator.permissions.values() for p in ps}
+    assert {r["id"] for r in loader.rows("checkpoint_permissions", "id")} == served
+    loader.run(resources=resources, admin_api_key=emulator.admin_key, slice_rows=SLICE, concurrency=1)
+    assert (emulator.count("file_content"), emulator.count("permissions"), emulator.count("jobs_list")) == (0, 0, 1)
