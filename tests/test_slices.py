@@ -76,7 +76,10 @@ def test_a_run_that_stops_between_slices_keeps_what_it_committed_and_the_next_ru
     with pytest.raises(Exception) as raised:
         loader.run(slice_rows=SLICE, concurrency=1)
     assert isinstance(find_source_error(raised.value), AuthenticationError)
-    assert loader.result.exit_code == 2 and len(loader.result.summaries) == 0
+    assert loader.result.exit_code == 2
+    [stopped] = loader.result.summaries  # what the committed slices loaded, and that the load stopped after them
+    assert (stopped.complete, stopped.slices) == (False, 2)
+    assert stopped.line().endswith(", committed in 2 slices; the next slice failed: the next run reads the jobs left")
     committed = slices[0] + slices[1]
     served = [c for job_id in committed for c in emulator.checkpoints[job_id]]
     assert loaded_checkpoint_rows(loader.rows("checkpoints", CHECKPOINT_COLUMNS)) == sorted(
@@ -142,3 +145,18 @@ def test_step_metrics_and_permissions_load_exactly_in_slices(loader: Any, emulat
     assert {r["id"] for r in loader.rows("checkpoint_permissions", "id")} == served
     loader.run(resources=resources, admin_api_key=emulator.admin_key, slice_rows=SLICE, concurrency=1)
     assert (emulator.count("file_content"), emulator.count("permissions"), emulator.count("jobs_list")) == (0, 0, 1)
+
+
+def test_a_signal_in_a_later_slice_says_which_slices_were_committed() -> None:
+    import signal
+
+    from openai_fine_tuning.load import LoadResult, interrupted_message
+    from openai_fine_tuning.runner import RunSummary
+
+    stopped = RunSummary(project="default", destination="duckdb", dataset="d", location="f.duckdb", slices=3, complete=False)
+    result = LoadResult(summaries=[stopped], interrupted=signal.SIGTERM, interrupted_step="extract")
+    assert interrupted_message(result) == (
+        "interrupted by SIGTERM while reading the API: the 3 slice(s) before were committed, nothing of the slice"
+        " being read; the next run reads the jobs left"
+    )
+    assert result.exit_code == 143

@@ -147,9 +147,13 @@ def load(
                             slice_rows=client_settings.slice_rows, continued=continued,
                         )
 
+                    committed: List[RunSummary] = []
                     try:
-                        result.summaries.append(run_slices(pipeline, make_source, resources, project=name))
+                        result.summaries.append(run_slices(pipeline, make_source, resources, project=name, committed=committed))
                     except Exception as exc:
+                        if committed:  # a later slice failed: the slices before it stay, and the summary says so
+                            committed[-1].complete = False
+                            result.summaries.append(committed[-1])
                         signum = _signal_in(exc)
                         if signum is not None:
                             result.interrupted, result.interrupted_step = signum, _step_of(exc)
@@ -176,14 +180,18 @@ def run_slices(
     resources: Optional[Sequence[str]],
     *,
     project: str,
+    committed: Optional[List[RunSummary]] = None,
 ) -> RunSummary:
     """One project's load: a dlt run, then one more for each slice the child resources deferred (only
-    those resources, only what they left in `todo`), each committing its rows and state. One summary."""
+    those resources, only what they left in `todo`), each committing its rows and state. One summary;
+    `committed` gets the summary of the slices committed so far, for a caller whose later slice fails."""
+    committed = committed if committed is not None else []
     selected: Optional[Sequence[str]] = resources
     stats = RunStats()
     summary = run_source(pipeline, make_source(selected, stats, False), stats=stats, project=project)
     slice_number = 1
     while stats.deferred:
+        committed[:] = [summary]
         selected = [name for name in settings.RESOURCE_NAMES if name in stats.deferred]
         if "checkpoints" in selected and settings.PERMISSIONS_TABLE in (resources or ()):
             selected.append(settings.PERMISSIONS_TABLE)  # the permissions pass follows the last checkpoints slice
@@ -199,7 +207,11 @@ def run_slices(
 
 def interrupted_message(result: LoadResult) -> str:
     name = signal.Signals(result.interrupted or signal.SIGINT).name
-    if result.interrupted_step == "extract":
+    sliced = next((summary for summary in result.summaries if not summary.complete), None)
+    if result.interrupted_step == "extract" and sliced is not None:
+        what = (f"while reading the API: the {sliced.slices} slice(s) before were committed, nothing of the slice being"
+                " read; the next run reads the jobs left")
+    elif result.interrupted_step == "extract":
         what = "while reading the API: nothing of this run was committed; the next run reads it again"
     elif result.interrupted_step in ("normalize", "load"):
         what = "while loading: the next run first finishes loading what this run read"

@@ -38,6 +38,7 @@ class RunSummary:
     failures: List[JobFailure] = field(default_factory=list)
     changes: Dict[str, Dict[str, int]] = field(default_factory=dict)  # table -> new/updated/unchanged/re-read
     slices: int = 1  # load packages committed (a large backfill commits in slices)
+    complete: bool = True  # False: a later slice failed or was interrupted; these slices stay committed
 
     @property
     def changed(self) -> bool:
@@ -54,7 +55,8 @@ class RunSummary:
         return (
             f"{verb} {self.destination} dataset {self.dataset} ({self.location}): {tables};"
             f" {self.requests} requests ({self.retries} retried) in {self.seconds:.1f} s"
-            + (f", committed in {self.slices} slices" if self.slices > 1 else "")
+            + (f", committed in {self.slices} slice{'s' if self.slices > 1 else ''}" if self.slices > 1 or not self.complete else "")
+            + ("; the next slice failed: the next run reads the jobs left" if not self.complete else "")
         )
 
     def merged(self, later: "RunSummary") -> "RunSummary":
@@ -74,7 +76,7 @@ class RunSummary:
             "location": self.location, "changed": self.changed,
             "tables": {table: {kind: counts.get(kind, 0) for kind in CHANGE_KINDS} for table, counts in sorted(self.changes.items())},
             "rows_loaded": dict(sorted(self.rows.items())), "requests": self.requests, "retries": self.retries,
-            "seconds": round(self.seconds, 3), "slices": self.slices,
+            "seconds": round(self.seconds, 3), "slices": self.slices, "complete": self.complete,
             "jobs_left_for_next_run": [{"resource": f.resource, "job_id": f.job_id, "reason": f.reason} for f in self.failures],
         }
 
