@@ -32,7 +32,7 @@ api_scenario = pytest.mark.parametrize(
 # The end-to-end properties (a full dlt run per round) take their number of examples from the profile:
 # "quick" for the README's test command, "thorough" (`--hypothesis-profile=thorough`) for .ci/run's second
 # step. Properties of pure functions set their own, larger counts.
-hypothesis_settings.register_profile("quick", max_examples=2)
+hypothesis_settings.register_profile("quick", max_examples=1)
 hypothesis_settings.register_profile("thorough", max_examples=12)
 hypothesis_settings.load_profile("quick")
 

@@ -279,6 +279,7 @@ def test_a_base_url_without_v1_is_a_configuration_error_with_a_hint(capsys: Any,
     assert emulator.count() == 1
 
 
+@pytest.mark.deployment
 def test_the_living_emulator_changes_on_its_own_and_answers_its_control_endpoints(
     capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import dlt
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from .hostile import HostileAPI
@@ -28,6 +28,9 @@ rounds = st.lists(
 @settings(deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(first_jobs=st.integers(1, 9), plan=rounds)
+# an early end, an empty page for a cursor and duplicates, with new jobs and a job from the future between
+# them: run in every profile, before the generated examples (the README's test command generates one)
+@example(first_jobs=7, plan=[(2, 1, True), (3, 3, False), (1, 4, False)])
 def test_after_a_reconciliation_the_warehouse_equals_everything_served(first_jobs: int, plan: List[tuple]) -> None:
     with tempfile.TemporaryDirectory() as folder, HostileAPI() as api:
         run = Run(api, dlt.destinations.duckdb(credentials=str(Path(folder) / "g.duckdb")), Path(folder))
