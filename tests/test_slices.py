@@ -133,8 +133,9 @@ def test_step_metrics_and_permissions_load_exactly_in_slices(loader: Any, emulat
     from .test_methods_and_signals import expected_steps
 
     resources = ["jobs", "checkpoints", "step_metrics", "checkpoint_permissions"]
-    summary = loader.run(resources=resources, admin_api_key=emulator.admin_key, slice_rows=SLICE, concurrency=1)
-    assert summary.slices > 1
+    # a result file holds about 300 steps: slices of 700 rows take two or three files each
+    summary = loader.run(resources=resources, admin_api_key=emulator.admin_key, slice_rows=700, concurrency=1)
+    assert summary.slices > 2
     finished = [j for j in emulator.jobs.values() if j["result_files"]]
     assert emulator.count("file_content") == len(finished)  # each result file once, across the slices
     steps = sorted((r["fine_tuning_job_id"], r["step"]) for r in loader.rows("step_metrics", "fine_tuning_job_id, step", order="1"))
@@ -143,7 +144,7 @@ def test_step_metrics_and_permissions_load_exactly_in_slices(loader: Any, emulat
     assert emulator.count("permissions") == sum(len(cs) for cs in emulator.checkpoints.values())
     served = {p["id"] for ps in emulator.permissions.values() for p in ps}
     assert {r["id"] for r in loader.rows("checkpoint_permissions", "id")} == served
-    loader.run(resources=resources, admin_api_key=emulator.admin_key, slice_rows=SLICE, concurrency=1)
+    loader.run(resources=resources, admin_api_key=emulator.admin_key, slice_rows=700, concurrency=1)
     assert (emulator.count("file_content"), emulator.count("permissions"), emulator.count("jobs_list")) == (0, 0, 1)
 
 
