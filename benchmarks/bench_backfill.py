@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -50,6 +50,24 @@ def serve(conn: Any, args: argparse.Namespace) -> None:
             else:
                 conn.send(None)
                 return
+
+
+def machine() -> Dict[str, str]:
+    """Where and when figures were measured."""
+    return {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def report(title: str, columns: List[str], rows: List[str], results: Dict[str, Any], json_path: Optional[str]) -> None:
+    """A benchmark's Markdown table on stdout, and its figures as JSON in `json_path` if given."""
+    print(title)
+    print()
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    print("\n".join(rows))
+    if json_path:
+        with open(json_path, "w") as handle:
+            json.dump(results, handle, indent=2)
 
 
 class EmulatorProcess:

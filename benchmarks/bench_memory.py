@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ import tempfile
 import time
 from typing import Any, Dict, List
 
-from bench_backfill import EmulatorProcess
+from bench_backfill import EmulatorProcess, machine, report
 
 NO_SLICES = 100_000_000
 
@@ -73,10 +72,7 @@ def main() -> None:
         return
     common = ["--jobs", str(args.jobs), "--events", str(args.events), "--checkpoints", str(args.checkpoints),
               "--latency", str(args.latency), "--concurrency", str(args.concurrency), "--open-jobs", str(args.open_jobs)]
-    results: Dict[str, Any] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "date": time.strftime("%Y-%m-%d"),
-    }
+    results: Dict[str, Any] = machine()
     rows: List[str] = []
     configurations = (("slices of 50,000 rows (default)", 50_000), ("slices of 100,000 rows", 100_000),
                       ("no slices (one load package)", NO_SLICES))
@@ -86,16 +82,9 @@ def main() -> None:
         figures = json.loads(output.stdout.strip().splitlines()[-1])
         results[label] = figures
         rows.append(f"| {label} | {figures['rows']:,} | {figures['slices']} | {figures['seconds']:.1f} s | {figures['peak_rss_mb']:.0f} MB |")
-    print(f"{args.jobs} jobs x ({args.checkpoints} checkpoints + {args.events} events), {args.latency * 1000:.0f} ms a request,"
-          f" concurrency {args.concurrency}, DuckDB; {results['machine']}; {results['date']}")
-    print()
-    print("| load | rows | load packages | seconds | peak RSS |")
-    print("|---|---|---|---|---|")
-    print("\n".join(rows))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
-
+    title = (f"{args.jobs} jobs x ({args.checkpoints} checkpoints + {args.events} events), {args.latency * 1000:.0f} ms a"
+             f" request, concurrency {args.concurrency}, DuckDB; {results['machine']}; {results['date']}")
+    report(title, ["load", "rows", "load packages", "seconds", "peak RSS"], rows, results, args.json)
 
 if __name__ == "__main__":
     main()

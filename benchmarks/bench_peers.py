@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from bench_backfill import EmulatorProcess
+from bench_backfill import EmulatorProcess, machine, report
 
 LOADERS = ("openai-fine-tuning", "sdk", "rest_api")
 
@@ -129,10 +128,7 @@ def main() -> None:
         return
     common = ["--jobs", str(args.jobs), "--checkpoints", str(args.checkpoints), "--latency", str(args.latency),
               "--open-jobs", str(args.open_jobs)]
-    results: Dict[str, Any] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "date": time.strftime("%Y-%m-%d"),
-    }
+    results: Dict[str, Any] = machine()
     rows: List[str] = []
     for loader in LOADERS:
         output = subprocess.run([sys.executable, __file__, *common, "--loader", loader], capture_output=True, text=True)
@@ -149,16 +145,10 @@ def main() -> None:
             f" {backfill['requests']} | {noop['seconds']:.2f} s ({ours['noop']['seconds'] / noop['seconds']:.2f}) |"
             f" {noop['requests']} | {figures['checkpoints']} |"
         )
-    print(f"{args.jobs} jobs x {args.checkpoints} checkpoints ({args.open_jobs} running), {args.latency * 1000:.0f} ms"
-          f" a request, DuckDB; {results['machine']}; {results['date']}")
-    print()
-    print("| loader | backfill (ours / it) | requests | no-op run (ours / it) | requests | checkpoints loaded |")
-    print("|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
-
+    title = (f"{args.jobs} jobs x {args.checkpoints} checkpoints ({args.open_jobs} running), {args.latency * 1000:.0f} ms"
+             f" a request, DuckDB; {results['machine']}; {results['date']}")
+    columns = ["loader", "backfill (ours / it)", "requests", "no-op run (ours / it)", "requests", "checkpoints loaded"]
+    report(title, columns, rows, results, args.json)
 
 if __name__ == "__main__":
     main()
