@@ -89,6 +89,12 @@ def test_a_run_that_stops_between_slices_keeps_what_it_committed_and_the_next_ru
     state = loader.pipeline().state["sources"]["openai_fine_tuning"]
     todo = state["projects"]["default"]["resources"]["checkpoints"]["todo"]
     assert [item["id"] for item in todo] == [job_id for later in slices[2:] for job_id in later]
+    # a run filtered with --job reads the job it names and leaves `todo` to the next unfiltered run
+    loader.run(job_ids=[slices[0][0]], slice_rows=SLICE, concurrency=1)
+    assert [r.path.split("/")[-2] for r in emulator.requests if r.endpoint == "checkpoints"] == [slices[0][0]]
+    state = loader.pipeline().state["sources"]["openai_fine_tuning"]
+    assert [item["id"] for item in state["projects"]["default"]["resources"]["checkpoints"]["todo"]] == [
+        job_id for later in slices[2:] for job_id in later]
     # the next run reads what was left (in slices again) and the open jobs it had read already, nothing more
     summary = loader.run(slice_rows=SLICE, concurrency=1)
     assert loaded_checkpoint_rows(loader.rows("checkpoints", CHECKPOINT_COLUMNS)) == expected_checkpoints(emulator)

@@ -278,6 +278,9 @@ class ResourcePlan:
             yield job
 
     def _planned(self) -> Iterator[Any]:
+        if self.catalog.filtered:  # --job / --metadata read what they name; `todo` waits for an unfiltered run
+            yield from self._listed()
+            return
         # what an earlier slice left comes first; from here on it is this plan's to read or to defer again
         todo, self.state.todo = self.state.todo, []
         taken: Set[str] = set()
