@@ -26,11 +26,8 @@ from .client import FineTuningClient
 from .exceptions import NotFoundError
 from .rows import TIMESTAMP_MAX, TIMESTAMP_MIN
 from .settings import FUTURE_TOLERANCE_SECONDS, MAX_MISSES
-from .state import Frontier, OpenJob, ResourceState, TodoJob
+from .state import KNOWN, RELIST, Frontier, OpenJob, ResourceState, TodoJob
 from .stats import NEW, REREAD, UNCHANGED, UPDATED
-
-KNOWN = "known"  # a job read before and still open: its rows are compared with their hashes
-RELIST = "relist"  # a finished job whose checkpoints are listed once more (the upgrade to state version 3)
 
 logger = logging.getLogger(__name__)
 MISSED_IDS_SHOWN = 10

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, MutableMapping, Optional
 
 from .exceptions import StateError
+from .stats import NEW, REREAD
 
 STATE_VERSION = 4
 FULL_REFRESH_HINT = "run `openai-fine-tuning load --full-refresh` to rebuild it (it re-reads the API and merges; no row is dropped)"
@@ -76,13 +77,18 @@ class OpenJob:
         return out
 
 
+KNOWN = "known"  # a job read before and still open: its rows are compared with their hashes
+RELIST = "relist"  # a finished job whose checkpoints are listed once more (the upgrade to state version 3)
+TODO_KINDS = (NEW, KNOWN, REREAD, RELIST)  # how the rows of a job in `todo` count in the summary
+
+
 @dataclass
 class TodoJob:
     """A job planned by a sliced run and left for its next slice: what reading it needs of the job."""
 
     id: str
     status: Optional[str] = None
-    kind: str = "new"  # how its rows count in the summary: new, known (an open job), re-read, or relist
+    kind: str = NEW  # one of TODO_KINDS
     result_files: List[str] = field(default_factory=list)
 
     def job(self) -> Dict[str, Any]:
@@ -93,9 +99,6 @@ class TodoJob:
         if self.result_files:
             out["result_files"] = list(self.result_files)
         return out
-
-
-TODO_KINDS = ("new", "known", "re-read", "relist")
 
 
 @dataclass
@@ -226,7 +229,7 @@ class _Reader:
 
     def todo(self, value: Any, path: str) -> TodoJob:
         raw = self.mapping(value, path)
-        kind = raw.get("kind", "new")
+        kind = raw.get("kind", NEW)
         if kind not in TODO_KINDS:
             raise self.fail(f"{path}.kind", f"should be one of {', '.join(TODO_KINDS)}, found {kind!r}")
         status = raw.get("status")
