@@ -25,6 +25,7 @@ from dlt.common.exceptions import SignalReceivedException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from . import settings
+from .allocator import limit_malloc_arenas
 from .client import ClientSettings
 from .destinations import preflight
 from .exceptions import (
@@ -128,6 +129,7 @@ def load(
     carries the errors and the exit code."""
     from .source import openai_fine_tuning
 
+    limit_malloc_arenas()
     result = LoadResult()
     with _signals_raise_interrupted(), warnings.catch_warnings():
         # dlt's sqlalchemy merge job trips a SQLAlchemy deprecation warning on every run: not the user's to fix

@@ -14,10 +14,12 @@ import hashlib
 import json
 import math
 from functools import lru_cache
-from typing import Any, Dict, List, Mapping, Optional
+from itertools import chain
+from typing import Any, Dict, List, Mapping, Optional, Set
 
 import pendulum
 import pyarrow as pa
+import pyarrow.compute as pc
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from .settings import PROJECT_COLUMN, TColumns
@@ -198,23 +200,42 @@ def to_arrow(rows: List[Dict[str, Any]], declared: TColumns, *, unknown: Optiona
 
 
 class _Columns:
-    """Arrow columns built straight from API objects (no dict per row): one list per column, filled by
-    position, with the same type decision (`column_type`, made once per column) and the same routing of
-    odd values to `__v_text` as `flatten` + `to_arrow`."""
+    """Arrow columns built straight from API objects (no dict per row), with the same type decision
+    (`column_type`, made once per column) and the same routing of odd values to `__v_text` as `flatten` +
+    `to_arrow`. A column whose values all have the plain type of its column (text, finite doubles, integers
+    that fit) becomes an Arrow array in one call (`add`); any other column is stored value by value
+    (`put`), as are the objects `items_to_arrow` does not take column by column."""
 
     def __init__(self, declared: TColumns, rows: int, misfits: Optional[List[str]]) -> None:
         self.declared = declared
         self.rows = rows
         self.misfits = misfits
-        self.values: Dict[str, List[Any]] = {}
+        self.values: Dict[str, Any] = {}  # column name -> list of values by position, or an Arrow array
         self.types: Dict[str, str] = {}
+
+    def type_of(self, name: str) -> str:
+        data_type = self.types.get(name)
+        if data_type is None:
+            data_type = self.types[name] = column_type(self.declared, name)
+        return data_type
+
+    def add(self, name: str, values: List[Any]) -> None:
+        """One whole column: in one Arrow call when every value fits plainly, else value by value."""
+        kinds = set(map(type, values))
+        kinds.discard(_NONE)
+        if not kinds:
+            return  # only nulls: no column, as `put` stores none
+        array = _plain_array(values, kinds, self.type_of(name))
+        if array is not None:
+            self.values[name] = array
+            return
+        for index, value in enumerate(values):
+            self.put(name, index, value)
 
     def put(self, name: str, index: int, value: Any) -> None:
         if value is None:
             return
-        data_type = self.types.get(name)
-        if data_type is None:
-            data_type = self.types[name] = column_type(self.declared, name)
+        data_type = self.type_of(name)
         kind = type(value)  # fast paths for the values nearly every row holds, as in `put`
         if not (
             (kind is float and data_type == "double" and value - value == 0.0)
@@ -247,7 +268,9 @@ class _Columns:
                 values: Any = [constants[name]] * self.rows
             else:
                 values = self.values.get(name)
-            if values is None:
+            if isinstance(values, (pa.Array, pa.ChunkedArray)):
+                array = values
+            elif values is None:
                 array = pa.nulls(self.rows, _ARROW_TYPES[data_type])
             elif data_type == "timestamp":
                 array = pa.array(values, pa.int64()).cast(_ARROW_TYPES["timestamp"])
@@ -256,6 +279,59 @@ class _Columns:
             arrays.append(array)
             fields.append(pa.field(name, array.type, nullable=self.declared.get(name, {}).get("nullable", True)))
         return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+_NONE = type(None)
+_EXACT_INTEGERS = 2**53  # every integer up to this magnitude is a double exactly
+
+
+def _plain_array(values: List[Any], kinds: Set[type], data_type: str) -> Optional[pa.Array]:
+    """`values` as an Arrow array of `data_type` when every non-null value fits it as is (what `put`
+    stores unchanged), else None (the column is stored value by value)."""
+    if data_type == "text":
+        return pa.array(values, pa.string()) if kinds == {str} else None
+    if data_type == "double" and kinds <= {float, int}:
+        if int in kinds and max(abs(v) for v in values if type(v) is int) > _EXACT_INTEGERS:
+            return None
+        array = pa.array(values, pa.float64())
+        return array if pc.all(pc.is_finite(array)).as_py() else None
+    if data_type in ("bigint", "timestamp") and kinds == {int}:
+        present = [v for v in values if v is not None]
+        low, high = (INT64_MIN, INT64_MAX) if data_type == "bigint" else (TIMESTAMP_MIN, TIMESTAMP_MAX - 1)
+        if min(present) < low or max(present) > high:
+            return None
+        array = pa.array(values, pa.int64())
+        if data_type == "timestamp":  # whole seconds: the microseconds are exact
+            array = pc.multiply(array, 1_000_000).cast(_ARROW_TYPES["timestamp"])
+        return array
+    return None
+
+
+def _columns_by_key(items: List[Mapping[str, Any]], nested: str) -> Optional[Dict[str, List[Any]]]:
+    """The objects' values column by column (None where a key is absent), keys in the order first seen,
+    `nested`'s keys as `<nested>__<key>`; None when two keys would meet in one column or `nested` is not an
+    object everywhere: those pages are flattened object by object."""
+    out: Dict[str, List[Any]] = {}
+    for key in dict.fromkeys(chain.from_iterable(items)):
+        if key == nested:
+            objects = [obj.get(nested) for obj in items]
+            if not set(map(type, objects)) <= {dict, _NONE}:
+                return None
+            present = [obj if obj is not None else _EMPTY for obj in objects]
+            for sub_key in dict.fromkeys(chain.from_iterable(obj for obj in objects if obj is not None)):
+                name = f"{nested}__{column_name(sub_key)}"
+                if name in out or name.endswith(VARIANT_SUFFIX):
+                    return None
+                out[name] = [obj.get(sub_key) for obj in present]
+            continue
+        name = column_name(key)
+        if name in out or name.endswith(VARIANT_SUFFIX):
+            return None
+        out[name] = [obj.get(key) for obj in items]
+    return out
+
+
+_EMPTY: Mapping[str, Any] = {}
 
 
 def items_to_arrow(
@@ -268,8 +344,20 @@ def items_to_arrow(
     misfits: Optional[List[str]] = None,
 ) -> pa.Table:
     """API objects (a page of checkpoints or events) -> an Arrow table: the table `to_arrow` builds from
-    `flatten` of each object, without the dict per row (the hot path of a large backfill)."""
+    `flatten` of each object (the same columns, types, values and variant columns; unknown columns may
+    come in another order), without the dict per row (the hot path of a large backfill)."""
     columns = _Columns(declared, len(items), misfits)
+    by_key = _columns_by_key(items, nested)
+    if by_key is not None:
+        for name, values in by_key.items():
+            columns.add(name, values)
+    else:
+        _put_each(columns, items, nested)
+    return columns.table({PROJECT_COLUMN: project, **(extra or {})})
+
+
+def _put_each(columns: _Columns, items: List[Mapping[str, Any]], nested: str) -> None:
+    """Object by object, key by key: what a later key of the same column overwrites, as in `flatten`."""
     names: Dict[str, str] = {}  # key -> column name, looked up once per key
     nested_names: Dict[str, str] = {}  # key under `nested` -> column name
     prefix = f"{nested}__"
@@ -289,7 +377,6 @@ def items_to_arrow(
             if name is None:
                 name = names[key] = column_name(key)
             columns.put(name, index, value)
-    return columns.table({PROJECT_COLUMN: project, **(extra or {})})
 
 
 _JOB_NESTED = ("error", "hyperparameters")
