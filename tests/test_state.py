@@ -3,6 +3,7 @@ and the run after the upgrade stays incremental; shapes that are wrong are named
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from openai_fine_tuning.emulator import Emulator
 from openai_fine_tuning.exceptions import StateError
-from openai_fine_tuning.state import STATE_VERSION, Frontier, OpenJob, read_state, write_state
+from openai_fine_tuning.state import STATE_VERSION, Frontier, OpenJob, read_state, row_key, write_state
 
 from .expected import open_jobs
 
@@ -125,7 +126,7 @@ def test_a_warehouse_from_before_last_listed_at_learns_it_with_one_request_per_j
 V3_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "state_v3_main_a301ba7.json")
 
 
-def test_a_v3_state_reads_as_version_4_with_nothing_left_to_do() -> None:
+def test_a_v3_state_reads_as_the_current_version_with_nothing_left_to_do() -> None:
     with open(V3_FIXTURE) as handle:
         raw = json.load(handle)
     assert raw["version"] == 3
@@ -133,7 +134,7 @@ def test_a_v3_state_reads_as_version_4_with_nothing_left_to_do() -> None:
     assert all(not resource.todo for resource in state.projects["default"].resources.values())
     written: dict = {}
     write_state(state, written)
-    assert written["version"] == STATE_VERSION == 4 and read_state(written) == state
+    assert written["version"] == STATE_VERSION == 5 and read_state(written) == state
     assert all("todo" not in resource for resource in written["projects"]["default"]["resources"].values())
 
 
@@ -159,6 +160,59 @@ def test_the_first_run_after_the_upgrade_from_version_3_stays_incremental(make_l
 ])
 def test_a_todo_of_the_wrong_shape_names_the_bad_value(todo: Any, message: str) -> None:
     raw = {"version": 4, "projects": {"p": {"resources": {"checkpoints": {"todo": todo}}}}}
+    with pytest.raises(StateError) as raised:
+        read_state(raw)
+    assert str(raised.value) == message
+
+
+V4_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "state_v4_main_0cf0bde.json")
+
+
+def test_a_v4_state_keeps_each_open_rows_hash_as_a_digest_of_nine_bytes() -> None:
+    with open(V4_FIXTURE) as handle:
+        raw = json.load(handle)
+    assert raw["version"] == 4
+    state = read_state(raw)
+    for name, resource in raw["projects"]["default"]["resources"].items():
+        for job_id, entry in resource["open"].items():
+            hashes = entry.get("hashes")  # events keep the newest id instead
+            expected = None if hashes is None else {row_key(row_id): digest[:10] for row_id, digest in hashes.items()}
+            assert state.projects["default"].resources[name].open[job_id].hashes == expected
+    written: dict = {}
+    write_state(state, written)
+    assert read_state(written) == state
+    for name, resource in raw["projects"]["default"]["resources"].items():
+        for job_id, entry in resource["open"].items():
+            out = written["projects"]["default"]["resources"][name]["open"][job_id]
+            assert "hashes" not in out
+            if "hashes" in entry:  # 12 base64 characters a row instead of the row id and 16 hex digits
+                assert len(out["digests"]) == 12 * len(entry["hashes"])
+
+
+def test_the_first_run_after_the_upgrade_from_version_4_tells_unchanged_rows_from_changed_ones(make_loader: Any) -> None:
+    resources = ["jobs", "checkpoints", "events"]
+    with Emulator.synthetic(12) as emu:
+        loader = make_loader(emu)
+        loader.run(resources=resources)  # the warehouse as main at 0cf0bde left it (same data, same ids)
+        with loader.pipeline().managed_state() as state:  # and the state it wrote for that data
+            with open(V4_FIXTURE) as handle:
+                state["sources"]["openai_fine_tuning"] = json.load(handle)
+        changed = sorted(open_jobs(emu))[0]
+        emu.add_checkpoint(changed)
+        summary = loader.run(resources=resources)
+        rows = sum(len(emu.checkpoints[job_id]) for job_id in open_jobs(emu))
+        assert summary.changes["checkpoints"] == {"new": 1, "unchanged": rows - 1}
+        assert summary.changes["jobs"] == {"unchanged": len(open_jobs(emu))}
+        assert loader.pipeline().state["sources"]["openai_fine_tuning"]["version"] == STATE_VERSION == 5
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"digests": "not base64!"}, "projects.p.resources.checkpoints.open.ftjob-1.digests should be base64 of 9 bytes a row, found 'not base64!'"),
+    ({"digests": "AAAA"}, "projects.p.resources.checkpoints.open.ftjob-1.digests should be base64 of 9 bytes a row, found 'AAAA'"),
+    ({"hashes": {"c1": "xyz"}}, "projects.p.resources.checkpoints.open.ftjob-1.hashes should hold hex content hashes, found 'xyz'"),
+])
+def test_digests_of_the_wrong_shape_name_the_bad_value(entry: Any, message: str) -> None:
+    raw = {"version": 5, "projects": {"p": {"resources": {"checkpoints": {"open": {"ftjob-1": entry}}}}}}
     with pytest.raises(StateError) as raised:
         read_state(raw)
     assert str(raised.value) == message

@@ -26,7 +26,7 @@ from .client import FineTuningClient
 from .exceptions import NotFoundError
 from .rows import TIMESTAMP_MAX, TIMESTAMP_MIN
 from .settings import FUTURE_TOLERANCE_SECONDS, MAX_MISSES
-from .state import KNOWN, RELIST, Frontier, OpenJob, ResourceState, TodoJob
+from .state import KNOWN, RELIST, Frontier, OpenJob, ResourceState, TodoJob, row_digests, row_key, row_token
 from .stats import NEW, REREAD, UNCHANGED, UPDATED
 
 logger = logging.getLogger(__name__)
@@ -350,8 +350,8 @@ class ResourcePlan:
         before = self._hashes_before.get(job_id)
         if before is None:
             return REREAD  # an open job from a state without hashes (0.1.0)
-        old = before.get(row_id)
-        return NEW if old is None else UNCHANGED if old == digest else UPDATED
+        old = before.get(row_key(row_id))
+        return NEW if old is None else UNCHANGED if old == row_token(digest) else UPDATED
 
     def done(self, job_id: str) -> None:
         self.open.pop(job_id, None)
@@ -362,8 +362,8 @@ class ResourcePlan:
         entry.failures = 0
         if newest_id:
             entry.newest_id = newest_id
-        if hashes is not None:
-            entry.hashes = hashes
+        if hashes is not None:  # {row id: content hash}, kept as digests
+            entry.hashes = row_digests(hashes)
 
     def failed(self, job_id: str, reason: str) -> None:
         """The job's list failed after the retries: keep it open (its newest known id unchanged)."""

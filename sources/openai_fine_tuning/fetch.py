@@ -224,8 +224,7 @@ def _read_children(
         elif not fetched.complete:
             # checkpoints load only from a listing that completed (`last_listed_at` must mean "served by the
             # job's latest listing"): the job is read whole next run
-            before = plan.open[job_id].hashes if job_id in plan.open else None
-            plan.pending(job_id, hashes=before)
+            plan.pending(job_id)  # the digests of its last complete listing stay
         else:
             batch.extend(fetched.tables)
             batch_rows += fetched.rows

@@ -2,9 +2,9 @@
 
 It lives in dlt's source state, so it is saved in the pipeline folder and in the destination
 (`_dlt_pipeline_state`) with every load, and restored by later versions of this package on other
-machines. Layout of version 4:
+machines. Layout of version 5:
 
-    {"version": 3,
+    {"version": 5,
      "projects": {<project name>: {
          "reconciled_at": <unix seconds of the last complete reconciliation> | null,
          "permissions_read_at": <unix seconds of the last complete pass over checkpoint permissions> | null,
@@ -14,16 +14,21 @@ machines. Layout of version 4:
              "ordered": true,            # false once the jobs list was seen out of order: read it whole
              "open": {<job id>: {"misses": <404s in a row>, "failures": <failed reads in a row>,
                                  "newest_id": <newest event id loaded> | null,
-                                 "hashes": {<row id>: <content hash of the row last loaded>}}},
+                                 "digests": <base64: 9 bytes a row, see `row_digests`>}},
              "todo": [{"id", "status", "kind", "result_files"}]}}}}}   # (absent: empty)
 
-The hashes of an open job's rows tell the summary which re-read rows changed (dlt cannot after a merge).
+The digests of an open job's rows tell the summary which re-read rows changed (dlt cannot after a merge):
+per row, 4 bytes of a hash of its id and the first 5 bytes of its content hash (`rows.row_hash`), packed
+into one base64 text (12 characters a row; two rows of one job whose ids share a key only blur the
+summary's counts, never the data).
 `todo` holds the jobs a sliced run planned but left for its next slice: the listing that planned them
 already moved the frontier past them, so they are read from here first (by the next slice of the same
 `load`, or by the next run after a run stopped between slices).
 
 Version 1 (releases up to 0.1.0) had no `version` key and kept the resources directly under the project.
-Version 2 had no `permissions_read_at` and no `relist_checkpoints`; version 3 no `todo`. Checkpoints loaded before version 3
+Version 2 had no `permissions_read_at` and no `relist_checkpoints`; version 3 no `todo`; versions 1 to 4
+kept `"hashes": {<row id>: <16 hex digits>}` per open job (about 300 bytes an open job with 3 checkpoints,
+3.0 MB at 10,000), read into the same digests. Checkpoints loaded before version 3
 have no `last_listed_at`: migrating a project that loaded checkpoints sets `relist_checkpoints`, and the
 next run lists each finished job's checkpoints once more (one request per job, once), after which every
 checkpoint says whether the job's latest listing still served it. `read_state` migrates them all; a
@@ -32,6 +37,8 @@ state of a newer version, or one that does not have this shape, raises `StateErr
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, MutableMapping, Optional
@@ -39,7 +46,7 @@ from typing import Any, Dict, List, Mapping, MutableMapping, Optional
 from .exceptions import StateError
 from .stats import NEW, REREAD
 
-STATE_VERSION = 4
+STATE_VERSION = 5
 FULL_REFRESH_HINT = "run `openai-fine-tuning load --full-refresh` to rebuild it (it re-reads the API and merges; no row is dropped)"
 
 
@@ -62,12 +69,13 @@ class OpenJob:
     misses: int = 0
     failures: int = 0
     newest_id: Optional[str] = None
-    hashes: Optional[Dict[str, str]] = None  # None: never recorded (a state from 0.1.0)
+    hashes: Optional[Dict[str, str]] = None  # row key -> content token (`row_digests`); None: never recorded (0.1.0)
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
         if self.hashes is not None:
-            out["hashes"] = dict(self.hashes)
+            packed = b"".join(bytes.fromhex(key + token) for key, token in self.hashes.items())
+            out["digests"] = base64.b64encode(packed).decode()
         if self.misses:
             out["misses"] = self.misses
         if self.failures:
@@ -75,6 +83,24 @@ class OpenJob:
         if self.newest_id:
             out["newest_id"] = self.newest_id
         return out
+
+
+_KEY_BYTES, _TOKEN_BYTES = 4, 5
+
+
+def row_key(row_id: str) -> str:
+    """The key of a row in an open job's digests: 4 bytes of a hash of its id, as hex."""
+    return hashlib.blake2b(row_id.encode(), digest_size=_KEY_BYTES).hexdigest()
+
+
+def row_token(digest: str) -> str:
+    """What the digests keep of a row's content hash (`rows.row_hash`): its first 5 bytes, as hex."""
+    return digest[: 2 * _TOKEN_BYTES]
+
+
+def row_digests(hashes: Mapping[str, str]) -> Dict[str, str]:
+    """{row id: content hash} -> the digests an open job keeps: {row key: content token}."""
+    return {row_key(row_id): row_token(digest) for row_id, digest in hashes.items()}
 
 
 KNOWN = "known"  # a job read before and still open: its rows are compared with their hashes
@@ -210,9 +236,7 @@ class _Reader:
         for job_id, entry in open_raw.items():
             entry_path = f"{path}.open.{job_id}"
             entry = self.mapping(entry if entry is not None else {}, entry_path)
-            hashes = entry.get("hashes")
-            if hashes is not None:
-                hashes = {str(k): str(v) for k, v in self.mapping(hashes, f"{entry_path}.hashes").items()}
+            hashes = self.digests(entry, entry_path)
             open_jobs[str(job_id)] = OpenJob(
                 misses=self.count(entry.get("misses"), f"{entry_path}.misses"),
                 failures=self.count(entry.get("failures"), f"{entry_path}.failures"),
@@ -226,6 +250,27 @@ class _Reader:
             frontier=self.frontier(raw.get("frontier"), f"{path}.frontier"), ordered=ordered, open=open_jobs,
             todo=[self.todo(item, f"{path}.todo[{n}]") for n, item in enumerate(todo_raw)],
         )
+
+    def digests(self, entry: Mapping[str, Any], path: str) -> Optional[Dict[str, str]]:
+        """An open job's digests (version 5), or its hashes of versions 1 to 4 turned into digests."""
+        if entry.get("digests") is not None:
+            value = entry["digests"]
+            try:
+                packed = base64.b64decode(value, validate=True) if isinstance(value, str) else b"?"
+            except ValueError:
+                packed = b"?"
+            size = _KEY_BYTES + _TOKEN_BYTES
+            if len(packed) % size:
+                raise self.fail(f"{path}.digests", f"should be base64 of {size} bytes a row, found {value!r}")
+            rows = (packed[n:n + size].hex() for n in range(0, len(packed), size))
+            return {row[: 2 * _KEY_BYTES]: row[2 * _KEY_BYTES:] for row in rows}
+        if entry.get("hashes") is None:
+            return None
+        hashes = {str(k): str(v) for k, v in self.mapping(entry["hashes"], f"{path}.hashes").items()}
+        bad = next((v for v in hashes.values() if len(v) < 2 * _TOKEN_BYTES or not _is_hex(v)), None)
+        if bad is not None:
+            raise self.fail(f"{path}.hashes", f"should hold hex content hashes, found {bad!r}")
+        return row_digests(hashes)
 
     def todo(self, value: Any, path: str) -> TodoJob:
         raw = self.mapping(value, path)
@@ -264,6 +309,14 @@ class _Reader:
         return _needs_relist(ProjectState(resources={str(name): self.resource(r, f"{path}.{name}") for name, r in raw.items()}))
 
 
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _needs_relist(project: ProjectState) -> ProjectState:
     """A project migrated from before version 3 that loaded checkpoints lists them once more (see above)."""
     checkpoints = project.resources.get("checkpoints")
@@ -284,7 +337,7 @@ def read_state(raw: Mapping[str, Any]) -> SourceState:
             newer=True,
         )
     projects = reader.mapping(raw.get("projects", {}) or {}, "projects")
-    # version 4 only added the optional `todo`: versions 3 and 4 read alike
+    # version 4 only added the optional `todo`, version 5 `digests` for `hashes`: versions 3 to 5 read alike
     read = {1: reader.project_v1, 2: reader.project_v2}.get(version, reader.project_v3)
     return SourceState(projects={str(name): read(p, f"projects.{name}") for name, p in projects.items()})
 
