@@ -93,8 +93,6 @@ class EmulatorProcess:
 
 def scenario(args: argparse.Namespace) -> Dict[str, Any]:
     """Runs in the child: one emulator process, one pipeline, one or two runs."""
-    import dlt
-
     from openai_fine_tuning.client import ClientSettings
     from openai_fine_tuning.load import load
     from openai_fine_tuning.runner import make_pipeline
@@ -106,7 +104,7 @@ def scenario(args: argparse.Namespace) -> Dict[str, Any]:
         settings = ClientSettings(api_key=emulator.api_key, base_url=emulator.base_url, concurrency=args.concurrency,
                                   **({"slice_rows": args.slice_rows} if args.slice_rows else {}))
         pipeline = make_pipeline(
-            pipeline_name="bench", destination=dlt.destinations.duckdb(os.path.join(work, "bench.duckdb")),
+            pipeline_name="bench", duckdb_file=os.path.join(work, "bench.duckdb"),
             pipelines_dir=os.path.join(work, "pipelines"),
         )
         for run in ("backfill", "noop") if args.scenario != "empty" else ("empty",):

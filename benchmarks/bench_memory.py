@@ -28,8 +28,6 @@ NO_SLICES = 100_000_000
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     """In the child: the emulator in its own process, one backfill, the figures."""
-    import dlt
-
     from openai_fine_tuning.client import ClientSettings
     from openai_fine_tuning.load import load
     from openai_fine_tuning.runner import make_pipeline
@@ -39,7 +37,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         settings = ClientSettings(api_key=emulator.api_key, base_url=emulator.base_url, concurrency=args.concurrency,
                                   slice_rows=args.slice_rows)
         pipeline = make_pipeline(
-            pipeline_name="bench_memory", destination=dlt.destinations.duckdb(os.path.join(work, "bench.duckdb")),
+            pipeline_name="bench_memory", duckdb_file=os.path.join(work, "bench.duckdb"),
             pipelines_dir=os.path.join(work, "pipelines"),
         )
         started = time.perf_counter()

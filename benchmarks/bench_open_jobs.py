@@ -13,7 +13,6 @@ import os
 import tempfile
 import time
 
-import dlt
 
 from openai_fine_tuning.client import ClientSettings
 from openai_fine_tuning.emulator import Emulator
@@ -34,7 +33,7 @@ def main() -> None:
             emu.set_status(job["id"], "running")
         settings = ClientSettings(api_key=emu.api_key, base_url=emu.base_url, concurrency=args.concurrency)
         pipeline = make_pipeline(pipeline_name="bench_open", pipelines_dir=os.path.join(work, "p"),
-                                 destination=dlt.destinations.duckdb(os.path.join(work, "b.duckdb")))
+                                 duckdb_file=os.path.join(work, "b.duckdb"))
         load(pipeline, [("default", settings)]).raise_first_error()
         emu.reset_counts()
         started = time.perf_counter()

@@ -45,8 +45,6 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     args = parser.parse_args()
 
-    import dlt
-
     from openai_fine_tuning.client import ClientSettings
     from openai_fine_tuning.load import load
     from openai_fine_tuning.runner import make_pipeline
@@ -60,7 +58,7 @@ def main() -> None:
     rows: List[Dict[str, Any]] = []
     try:
         def run(label: str, resources: List[str], name: str = "signals") -> None:
-            pipeline = make_pipeline(pipeline_name=name, destination=dlt.destinations.duckdb(os.path.join(folder, f"{name}.duckdb")),
+            pipeline = make_pipeline(pipeline_name=name, duckdb_file=os.path.join(folder, f"{name}.duckdb"),
                                      dataset_name="bench", pipelines_dir=os.path.join(folder, "pipelines"))
             started = time.perf_counter()
             result = load(pipeline, [("default", settings)], resources=resources, views=False)
@@ -73,7 +71,7 @@ def main() -> None:
         run("backfill: jobs, checkpoints, step_metrics", ["jobs", "checkpoints", "step_metrics"])
         run("no-op: + step_metrics", ["jobs", "checkpoints", "step_metrics"])
         run("no-op: + checkpoint_permissions (pass due)", ["jobs", "checkpoints", "checkpoint_permissions"])
-        pipeline = make_pipeline(pipeline_name="plain", destination=dlt.destinations.duckdb(os.path.join(folder, "plain.duckdb")),
+        pipeline = make_pipeline(pipeline_name="plain", duckdb_file=os.path.join(folder, "plain.duckdb"),
                                  dataset_name="bench", pipelines_dir=os.path.join(folder, "pipelines"))
         with pipeline.managed_state() as state:  # as if written by version 2: relist once
             state["sources"]["openai_fine_tuning"]["projects"]["default"]["relist_checkpoints"] = True

@@ -179,3 +179,82 @@ def test_help_and_usage_errors_do_not_import_dlt() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+def _duckdb_reports(limit: str) -> str:
+    """How DuckDB shows a `memory_limit` it was given (192MB reads back as 183.1 MiB)."""
+    import duckdb
+
+    connection = duckdb.connect(":memory:", config={"memory_limit": limit})
+    try:
+        return connection.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(("env", "duckdb_file", "database", "limit", "threads"), [
+    pytest.param({}, None, "fine_tuning.duckdb", "loader", None, id="the-default-file"),
+    pytest.param({}, "given.duckdb", "given.duckdb", "loader", None, id="duckdb-file"),
+    pytest.param({"DESTINATION__DUCKDB__CREDENTIALS": "configured.duckdb"}, None, "configured.duckdb", "loader", None,
+                 id="credentials-as-a-path"),
+    pytest.param({"DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG": '{"threads": 8}'}, None, "fine_tuning.duckdb",
+                 "384MB", 8, id="32MB-a-thread"),
+    pytest.param({"DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG": '{"memory_limit": "1GB"}'}, None,
+                 "fine_tuning.duckdb", "1GB", None, id="the-users-limit-wins"),
+    pytest.param({"DESTINATION__DUCKDB__CREDENTIALS__DATABASE": "by_field.duckdb"}, None, "by_field.duckdb", "duckdb",
+                 None, id="credentials-by-field-are-dlts"),
+])
+def test_duckdb_gets_the_loaders_memory_limit_unless_the_user_sets_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, env: dict, duckdb_file: Any, database: str, limit: str, threads: Any
+) -> None:
+    import duckdb
+
+    from openai_fine_tuning.duckdb_memory import memory_limit
+    from openai_fine_tuning.runner import make_pipeline
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    pipeline = make_pipeline(pipeline_name="memory", pipelines_dir=str(tmp_path / "pipelines"), duckdb_file=duckdb_file)
+    with pipeline.sql_client() as client:
+        (setting, used_threads, path), = client.execute_sql(
+            "SELECT current_setting('memory_limit'), current_setting('threads'),"
+            " (SELECT path FROM duckdb_databases() WHERE database_name = current_database())"
+        )
+    default = duckdb.connect(":memory:")
+    try:
+        duckdb_default, default_threads = default.execute("SELECT current_setting('memory_limit'), current_setting('threads')").fetchall()[0]
+    finally:
+        default.close()
+    expected_threads = threads or default_threads
+    expected = {"loader": _duckdb_reports(memory_limit(os.cpu_count() or 1)), "duckdb": duckdb_default}.get(limit) or _duckdb_reports(limit)
+    assert (setting, used_threads, path) == (expected, expected_threads, str(tmp_path / database))
+
+
+def test_the_memory_limit_is_128MB_plus_32MB_a_thread_and_the_users_own_settings_stay() -> None:
+    from openai_fine_tuning.duckdb_memory import memory_limit, parse_global_config, with_memory_limit
+
+    assert [memory_limit(threads) for threads in (1, 2, 4, 8, 16)] == ["160MB", "192MB", "256MB", "384MB", "640MB"]
+    assert with_memory_limit({"threads": "4", "TimeZone": "UTC"}) == {"threads": "4", "TimeZone": "UTC", "memory_limit": "256MB"}
+    assert with_memory_limit({"threads": 2, "max_memory": "2GB"}) == {"threads": 2, "max_memory": "2GB"}
+    assert [parse_global_config(v) for v in (None, '{"threads": 1}', {"threads": 1}, "not json", "[1]")] == [
+        {}, {"threads": 1}, {"threads": 1}, None, None]
+
+
+def test_duckdb_out_of_its_memory_limit_says_how_to_raise_it(capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", emulator.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", '{"memory_limit": "1MB"}')
+    assert main(["load"]) == 2
+    out, err = capsys.readouterr()
+    last = err.splitlines()[-1]
+    assert out == "" and len(err.splitlines()) == 2
+    assert last.startswith("error: the dlt load step failed: OutOfMemoryException: Out of Memory Error: ")
+    assert last.endswith(
+        """ - DuckDB reached its memory_limit: raise it, e.g. DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG='{"memory_limit": "1GB"}'"""
+    )
+    monkeypatch.delenv("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG")
+    assert main(["load"]) == 0
+    import duckdb
+
+    with duckdb.connect("fine_tuning.duckdb") as db:
+        assert db.execute("SELECT count(*) FROM openai_fine_tuning.jobs").fetchall() == [(12,)]

@@ -295,6 +295,10 @@ def _root_cause(exc: BaseException) -> str:
 
     if is_permission_error(exc):
         text += " - the destination's user lacks a permission: grant it (e.g. CREATE on the database) or use another user"
+    from .duckdb_memory import OUT_OF_MEMORY_HINT, is_out_of_memory
+
+    if is_out_of_memory(exc):
+        text += OUT_OF_MEMORY_HINT
     return f"the dlt {step} step failed: {text}" if step else text
 
 

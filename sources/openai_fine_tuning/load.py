@@ -98,16 +98,20 @@ class LoadResult:
 
 
 def exit_code_of(error: BaseException) -> int:
-    """The exit code an error means: our own errors say theirs; dlt's configuration errors and a
-    destination that refuses the user a permission are configuration (2); anything else is 1."""
+    """The exit code an error means: our own errors say theirs; dlt's configuration errors, a destination
+    that refuses the user a permission and DuckDB out of its memory limit are configuration (2); anything
+    else is 1."""
     own = find_source_error(error)
     if own is not None:
         return own.exit_code
     from dlt.common.configuration.exceptions import ConfigurationException
 
     from .destinations import is_permission_error
+    from .duckdb_memory import is_out_of_memory
 
     if any(isinstance(e, ConfigurationException) for e in exception_chain(error)) or is_permission_error(error):
+        return EXIT_CONFIGURATION
+    if is_out_of_memory(error):  # the same load fails again until the limit is raised
         return EXIT_CONFIGURATION
     return EXIT_FAILURE
 

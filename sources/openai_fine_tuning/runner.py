@@ -81,24 +81,44 @@ class RunSummary:
         }
 
 
-def _configured(key: str) -> bool:
-    try:
-        return dlt.secrets.get(key) is not None or dlt.config.get(key) is not None
-    except Exception:  # a provider that cannot parse the value: let dlt report it later
-        return True
+def _configured_value(key: str) -> Any:
+    """The value dlt config or secrets hold for `key`, or None; raises when a provider cannot parse it."""
+    value = dlt.secrets.get(key)
+    return value if value is not None else dlt.config.get(key)
 
 
 def make_destination(name: Any, *, duckdb_file: Optional[str] = None) -> Any:
     """The destination by dlt name (or a ready dlt destination). DuckDB defaults to `fine_tuning.duckdb`
-    in the working folder unless dlt config (DESTINATION__DUCKDB__CREDENTIALS or .dlt/) names another."""
+    in the working folder unless dlt config (DESTINATION__DUCKDB__CREDENTIALS or .dlt/) names another, and
+    gets the loader's `memory_limit` unless the user's `global_config` sets one (`duckdb_memory`)."""
     if name is not None and not isinstance(name, str):
         return name
     name = name or "duckdb"
-    if name == "duckdb" and (duckdb_file or not _configured("destination.duckdb.credentials")):
-        return dlt.destinations.duckdb(credentials=os.path.abspath(duckdb_file or settings.DEFAULT_DUCKDB_FILE))
+    if name == "duckdb":
+        return _duckdb(duckdb_file)
     if name == "filesystem":
         return dlt.destinations.filesystem()
     return name
+
+
+def _duckdb(duckdb_file: Optional[str]) -> Any:
+    """DuckDB with the loader's memory limit. Only a database given as a path (the default file,
+    `--duckdb-file`, or DESTINATION__DUCKDB__CREDENTIALS as text) gets it: credentials written as a table
+    or field by field are dlt's to resolve as configured, and so is config that cannot be read."""
+    from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+
+    from .duckdb_memory import parse_global_config, with_memory_limit
+
+    try:
+        configured = None if duckdb_file else _configured_value("destination.duckdb.credentials")
+        by_field = configured is None and not duckdb_file and _configured_value("destination.duckdb.credentials.database")
+        user_config = parse_global_config(_configured_value("destination.duckdb.credentials.global_config"))
+    except Exception:  # a provider that cannot parse a value: dlt reports it
+        return "duckdb"
+    if by_field or (configured is not None and not isinstance(configured, str)) or user_config is None:
+        return "duckdb"
+    database = configured if configured is not None else os.path.abspath(duckdb_file or settings.DEFAULT_DUCKDB_FILE)
+    return dlt.destinations.duckdb(credentials=DuckDbCredentials(database, global_config=with_memory_limit(user_config)))
 
 
 def make_pipeline(
