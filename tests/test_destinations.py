@@ -4,6 +4,7 @@ API request; and the two ways to use the source (the `load` function, a plain dl
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
 import subprocess
@@ -258,3 +259,35 @@ def test_duckdb_out_of_its_memory_limit_says_how_to_raise_it(capsys: Any, monkey
 
     with duckdb.connect("fine_tuning.duckdb") as db:
         assert db.execute("SELECT count(*) FROM openai_fine_tuning.jobs").fetchall() == [(12,)]
+
+
+def test_a_load_out_of_the_loaders_own_memory_limit_loads_again_with_duckdbs_default(
+    tmp_path: Any, emulator: Emulator, caplog: Any
+) -> None:
+    import duckdb
+
+    from openai_fine_tuning.client import ClientSettings
+    from openai_fine_tuning.load import load
+    from openai_fine_tuning.runner import make_pipeline
+
+    from .expected import expected_checkpoints, expected_jobs, loaded_checkpoint_rows, loaded_job_rows
+
+    pipeline = make_pipeline(pipeline_name="tight", pipelines_dir=str(tmp_path / "pipelines"), duckdb_memory_limit="1MB")
+    settings = ClientSettings(api_key=emulator.api_key, base_url=emulator.base_url)
+    with caplog.at_level(logging.WARNING, logger="openai_fine_tuning"):
+        result = load(pipeline, [("default", settings)], views=False)
+    assert result.exit_code == 0 and result.errors == []
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("openai_fine_tuning")] == [
+        "DuckDB ran out of the loader's memory_limit of 1MB while loading; loading the same package again with DuckDB's"
+        " default (80% of memory) for the rest of this run. Set your own limit in"
+        " DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG to choose"
+    ]
+    assert result.summaries[0].rows["jobs"] == 12 and result.summaries[0].changes["jobs"]["new"] == 12
+    with duckdb.connect(str(tmp_path / "fine_tuning.duckdb")) as db:
+        def rows(table: str) -> Any:
+            cursor = db.execute(f"SELECT * FROM openai_fine_tuning.{table}")
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+        assert loaded_job_rows(rows("jobs")) == expected_jobs(emulator)
+        assert loaded_checkpoint_rows(rows("checkpoints")) == expected_checkpoints(emulator)

@@ -11,8 +11,9 @@ million at 380 instead of 414, a million in one package at 433 MB instead of 1,1
 The limit is `BASE_MB` plus `PER_THREAD_MB` per DuckDB thread. dlt's merge deduplicates the staged rows
 with a window function, which needs a working set per thread that does not spill: on a million staged
 events, 96 MB failed on 2 threads and 128 MB passed, but 128 MB failed once inside a whole load (other
-load jobs share the pool); on 8 threads 128 MB failed and 192 MB passed. A user's own `memory_limit`
-always wins, and a load that runs out says how to raise it.
+load jobs share the pool); on 8 threads 128 MB failed and 192 MB passed. A load that runs out of the
+loader's limit anyway is loaded again with DuckDB's default (`runner.run_source`). A user's own
+`memory_limit` always wins, and a load that runs out of it says how to raise it (exit 2).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Dict, Optional
 
 BASE_MB = 128
 PER_THREAD_MB = 32
+DUCKDB_DEFAULT_LIMIT = "80%"  # DuckDB's own default, set explicitly: a DuckDB still open keeps its limit
 SETTING = "DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG"
 
 
@@ -51,11 +53,16 @@ def parse_global_config(value: Any) -> Optional[Dict[str, Any]]:
     return dict(value) if isinstance(value, dict) else None
 
 
-def with_memory_limit(config: Dict[str, Any]) -> Dict[str, Any]:
-    """`config` plus the loader's `memory_limit`, unless it has one."""
-    if "memory_limit" in config or "max_memory" in config:
+def users_limit(config: Dict[str, Any]) -> bool:
+    """Whether the user's `global_config` sets DuckDB's memory itself."""
+    return "memory_limit" in config or "max_memory" in config
+
+
+def with_memory_limit(config: Dict[str, Any], limit: Optional[str] = None) -> Dict[str, Any]:
+    """`config` plus the loader's `memory_limit` (`limit`, else by the threads), unless it has one."""
+    if users_limit(config):
         return dict(config)
-    return {**config, "memory_limit": memory_limit(_threads(config))}
+    return {**config, "memory_limit": limit or memory_limit(_threads(config))}
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

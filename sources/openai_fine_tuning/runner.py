@@ -87,38 +87,51 @@ def _configured_value(key: str) -> Any:
     return value if value is not None else dlt.config.get(key)
 
 
-def make_destination(name: Any, *, duckdb_file: Optional[str] = None) -> Any:
+def make_destination(name: Any, *, duckdb_file: Optional[str] = None, duckdb_memory_limit: Optional[str] = None) -> Any:
     """The destination by dlt name (or a ready dlt destination). DuckDB defaults to `fine_tuning.duckdb`
     in the working folder unless dlt config (DESTINATION__DUCKDB__CREDENTIALS or .dlt/) names another, and
-    gets the loader's `memory_limit` unless the user's `global_config` sets one (`duckdb_memory`)."""
+    gets the loader's `memory_limit` (`duckdb_memory_limit`, else `duckdb_memory.memory_limit`) unless the
+    user's `global_config` sets one."""
     if name is not None and not isinstance(name, str):
         return name
     name = name or "duckdb"
     if name == "duckdb":
-        return _duckdb(duckdb_file)
+        return _duckdb(duckdb_file, duckdb_memory_limit)
     if name == "filesystem":
         return dlt.destinations.filesystem()
     return name
 
 
-def _duckdb(duckdb_file: Optional[str]) -> Any:
+def _duckdb(duckdb_file: Optional[str], memory_limit: Optional[str]) -> Any:
     """DuckDB with the loader's memory limit. Only a database given as a path (the default file,
     `--duckdb-file`, or DESTINATION__DUCKDB__CREDENTIALS as text) gets it: credentials written as a table
     or field by field are dlt's to resolve as configured, and so is config that cannot be read."""
     from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
-    from .duckdb_memory import parse_global_config, with_memory_limit
+    from .duckdb_memory import with_memory_limit
 
     try:
         configured = None if duckdb_file else _configured_value("destination.duckdb.credentials")
         by_field = configured is None and not duckdb_file and _configured_value("destination.duckdb.credentials.database")
-        user_config = parse_global_config(_configured_value("destination.duckdb.credentials.global_config"))
     except Exception:  # a provider that cannot parse a value: dlt reports it
         return "duckdb"
+    user_config = users_duckdb_global_config()
     if by_field or (configured is not None and not isinstance(configured, str)) or user_config is None:
         return "duckdb"
     database = configured if configured is not None else os.path.abspath(duckdb_file or settings.DEFAULT_DUCKDB_FILE)
-    return dlt.destinations.duckdb(credentials=DuckDbCredentials(database, global_config=with_memory_limit(user_config)))
+    return dlt.destinations.duckdb(
+        credentials=DuckDbCredentials(database, global_config=with_memory_limit(user_config, memory_limit))
+    )
+
+
+def users_duckdb_global_config() -> Optional[Dict[str, Any]]:
+    """`global_config` of the user's DuckDB credentials (`{}` when unset, None when unreadable)."""
+    from .duckdb_memory import parse_global_config
+
+    try:
+        return parse_global_config(_configured_value("destination.duckdb.credentials.global_config"))
+    except Exception:  # a provider that cannot parse it: dlt reports it
+        return None
 
 
 def make_pipeline(
@@ -128,6 +141,7 @@ def make_pipeline(
     dataset_name: Optional[str] = None,
     pipelines_dir: Optional[str] = None,
     duckdb_file: Optional[str] = None,
+    duckdb_memory_limit: Optional[str] = None,
     progress: Any = None,
 ) -> dlt.Pipeline:
     from dlt.common.destination.exceptions import InvalidDestinationReference, UnknownDestinationModule
@@ -140,7 +154,7 @@ def make_pipeline(
     try:
         return dlt.pipeline(
             pipeline_name=pipeline_name,
-            destination=make_destination(destination, duckdb_file=duckdb_file),
+            destination=make_destination(destination, duckdb_file=duckdb_file, duckdb_memory_limit=duckdb_memory_limit),
             dataset_name=dataset_name or settings.DEFAULT_DATASET_NAME,
             **kwargs,
         )
@@ -201,7 +215,15 @@ def run_source(
         kwargs["table_format"] = table_format
     _finish_interrupted_load(pipeline)
     try:
-        info: LoadInfo = pipeline.run(source, **kwargs)
+        try:
+            info: LoadInfo = pipeline.run(source, **kwargs)
+        except PipelineStepFailed as exc:
+            normalize_info = _normalize_info(pipeline)
+            if not _raise_duckdb_memory_limit(pipeline, exc):
+                raise
+            info = pipeline.load()  # the same package, now with DuckDB's own limit
+        else:
+            normalize_info = _normalize_info(pipeline)
     except PipelineStepFailed as exc:
         if exc.step in ("normalize", "load") and not _interrupted(exc):
             _forget_unloaded_state(pipeline, "the load failed after extraction")
@@ -213,13 +235,8 @@ def run_source(
         dataset=pipeline.dataset_name,
         location=_location(pipeline, info),
     )
-    trace = pipeline.last_trace
-    if trace is not None and trace.last_normalize_info is not None:
-        summary.rows = {
-            table: count
-            for table, count in trace.last_normalize_info.row_counts.items()
-            if not table.startswith("_dlt")
-        }
+    if normalize_info is not None:
+        summary.rows = {table: count for table, count in normalize_info.row_counts.items() if not table.startswith("_dlt")}
     if stats is not None:
         summary.requests = stats.requests
         summary.retries = stats.retries
@@ -227,6 +244,33 @@ def run_source(
         summary.changes = {table: dict(counts) for table, counts in stats.changes.items()}
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _normalize_info(pipeline: dlt.Pipeline) -> Any:
+    trace = pipeline.last_trace
+    return trace.last_normalize_info if trace is not None else None
+
+
+def _raise_duckdb_memory_limit(pipeline: dlt.Pipeline, exc: PipelineStepFailed) -> bool:
+    """DuckDB ran out of the loader's own `memory_limit` while loading: give it DuckDB's default (80% of
+    memory) for the rest of this process, so the package that failed loads now. False where the limit is
+    the user's (or already raised), the destination is not DuckDB, or the failure is another one."""
+    from .duckdb_memory import DUCKDB_DEFAULT_LIMIT, is_out_of_memory, users_limit
+
+    if exc.step != "load" or _interrupted(exc) or not is_out_of_memory(exc):
+        return False
+    credentials = pipeline.destination.config_params.get("credentials") if pipeline.destination else None
+    config = getattr(credentials, "global_config", None)
+    user = users_duckdb_global_config()
+    if not isinstance(config, dict) or config.get("memory_limit") in (None, DUCKDB_DEFAULT_LIMIT) or user is None or users_limit(user):
+        return False
+    logger.warning(
+        "DuckDB ran out of the loader's memory_limit of %s while loading; loading the same package again with"
+        " DuckDB's default (%s of memory) for the rest of this run. Set your own limit in"
+        " DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG to choose", config["memory_limit"], DUCKDB_DEFAULT_LIMIT,
+    )
+    credentials.global_config = {**config, "memory_limit": DUCKDB_DEFAULT_LIMIT}
+    return True
 
 
 def delete_loaded_packages(pipeline: dlt.Pipeline) -> None:
