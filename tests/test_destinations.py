@@ -291,3 +291,33 @@ def test_a_load_out_of_the_loaders_own_memory_limit_loads_again_with_duckdbs_def
 
         assert loaded_job_rows(rows("jobs")) == expected_jobs(emulator)
         assert loaded_checkpoint_rows(rows("checkpoints")) == expected_checkpoints(emulator)
+
+
+def test_a_package_left_pending_loads_again_with_duckdbs_default_when_it_runs_out(
+    tmp_path: Any, emulator: Emulator, caplog: Any
+) -> None:
+    import duckdb
+
+    from openai_fine_tuning import openai_fine_tuning
+    from openai_fine_tuning.client import ClientSettings
+    from openai_fine_tuning.load import load
+    from openai_fine_tuning.runner import make_pipeline
+
+    from .expected import expected_jobs, loaded_job_rows
+
+    settings = ClientSettings(api_key=emulator.api_key, base_url=emulator.base_url)
+    pipeline = make_pipeline(pipeline_name="pending", pipelines_dir=str(tmp_path / "pipelines"), duckdb_memory_limit="1MB")
+    pipeline.extract(openai_fine_tuning(settings=settings, resources=["jobs"]))
+    pipeline.normalize()  # as a run killed before its load leaves it
+    assert pipeline.has_pending_data
+    emulator.reset_counts()
+    with caplog.at_level(logging.WARNING, logger="openai_fine_tuning"):
+        result = load(pipeline, [("default", settings)], resources=["jobs"], views=False)
+    assert result.exit_code == 0 and not pipeline.has_pending_data
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("openai_fine_tuning")]
+    assert len(messages) == 1 and messages[0].startswith("DuckDB ran out of the loader's memory_limit of 1MB while loading;")
+    assert emulator.count("jobs_list") == 1  # the pending package was loaded, not read again
+    with duckdb.connect(str(tmp_path / "fine_tuning.duckdb")) as db:
+        cursor = db.execute("SELECT * FROM openai_fine_tuning.jobs")
+        names = [d[0] for d in cursor.description]
+        assert loaded_job_rows(dict(zip(names, row)) for row in cursor.fetchall()) == expected_jobs(emulator)

@@ -298,7 +298,12 @@ def _finish_interrupted_load(pipeline: dlt.Pipeline) -> None:
         return
     try:
         pipeline.normalize()
-        pipeline.load()
+        try:
+            pipeline.load()
+        except PipelineStepFailed as exc:
+            if not _raise_duckdb_memory_limit(pipeline, exc):
+                raise
+            pipeline.load()
     except PipelineStepFailed as exc:
         first_line = " ".join(str(exc.exception).strip().split("\n")[0].split())[:300]
         _forget_unloaded_state(pipeline, f"the load package an interrupted run left cannot be finished ({first_line})")
