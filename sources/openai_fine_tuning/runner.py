@@ -217,13 +217,10 @@ def run_source(
     try:
         try:
             info: LoadInfo = pipeline.run(source, **kwargs)
+            normalize_info = _normalize_info(pipeline)
         except PipelineStepFailed as exc:
             normalize_info = _normalize_info(pipeline)
-            if not _raise_duckdb_memory_limit(pipeline, exc):
-                raise
-            info = pipeline.load()  # the same package, now with DuckDB's own limit
-        else:
-            normalize_info = _normalize_info(pipeline)
+            info = _load_again_with_duckdbs_default(pipeline, exc)
     except PipelineStepFailed as exc:
         if exc.step in ("normalize", "load") and not _interrupted(exc):
             _forget_unloaded_state(pipeline, "the load failed after extraction")
@@ -251,26 +248,26 @@ def _normalize_info(pipeline: dlt.Pipeline) -> Any:
     return trace.last_normalize_info if trace is not None else None
 
 
-def _raise_duckdb_memory_limit(pipeline: dlt.Pipeline, exc: PipelineStepFailed) -> bool:
+def _load_again_with_duckdbs_default(pipeline: dlt.Pipeline, exc: PipelineStepFailed) -> LoadInfo:
     """DuckDB ran out of the loader's own `memory_limit` while loading: give it DuckDB's default (80% of
-    memory) for the rest of this process, so the package that failed loads now. False where the limit is
-    the user's (or already raised), the destination is not DuckDB, or the failure is another one."""
-    from .duckdb_memory import DUCKDB_DEFAULT_LIMIT, is_out_of_memory, users_limit
+    memory) for the rest of this process and load the package that failed again. Raises `exc` where the
+    limit is the user's (or already raised), the destination is not DuckDB, or the failure is another one."""
+    from .duckdb_memory import DUCKDB_DEFAULT_LIMIT, SETTING, is_out_of_memory, users_limit
 
     if exc.step != "load" or _interrupted(exc) or not is_out_of_memory(exc):
-        return False
+        raise exc
     credentials = pipeline.destination.config_params.get("credentials") if pipeline.destination else None
     config = getattr(credentials, "global_config", None)
     user = users_duckdb_global_config()
     if not isinstance(config, dict) or config.get("memory_limit") in (None, DUCKDB_DEFAULT_LIMIT) or user is None or users_limit(user):
-        return False
+        raise exc
     logger.warning(
         "DuckDB ran out of the loader's memory_limit of %s while loading; loading the same package again with"
-        " DuckDB's default (%s of memory) for the rest of this run. Set your own limit in"
-        " DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG to choose", config["memory_limit"], DUCKDB_DEFAULT_LIMIT,
+        " DuckDB's default (%s of memory) for the rest of this run. Set your own limit in %s to choose",
+        config["memory_limit"], DUCKDB_DEFAULT_LIMIT, SETTING,
     )
     credentials.global_config = {**config, "memory_limit": DUCKDB_DEFAULT_LIMIT}
-    return True
+    return pipeline.load()
 
 
 def delete_loaded_packages(pipeline: dlt.Pipeline) -> None:
@@ -301,9 +298,7 @@ def _finish_interrupted_load(pipeline: dlt.Pipeline) -> None:
         try:
             pipeline.load()
         except PipelineStepFailed as exc:
-            if not _raise_duckdb_memory_limit(pipeline, exc):
-                raise
-            pipeline.load()
+            _load_again_with_duckdbs_default(pipeline, exc)
     except PipelineStepFailed as exc:
         first_line = " ".join(str(exc.exception).strip().split("\n")[0].split())[:300]
         _forget_unloaded_state(pipeline, f"the load package an interrupted run left cannot be finished ({first_line})")
