@@ -261,11 +261,19 @@ def test_duckdb_out_of_its_memory_limit_says_how_to_raise_it(capsys: Any, monkey
         assert db.execute("SELECT count(*) FROM openai_fine_tuning.jobs").fetchall() == [(12,)]
 
 
+def _duckdb_rows(path: Any, table: str) -> List[dict]:
+    """The rows of `table` in the dataset of the DuckDB file at `path`, as dicts."""
+    import duckdb
+
+    with duckdb.connect(str(path)) as db:
+        cursor = db.execute(f"SELECT * FROM openai_fine_tuning.{table}")
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
 def test_a_load_out_of_the_loaders_own_memory_limit_loads_again_with_duckdbs_default(
     tmp_path: Any, emulator: Emulator, caplog: Any
 ) -> None:
-    import duckdb
-
     from openai_fine_tuning.client import ClientSettings
     from openai_fine_tuning.load import load
     from openai_fine_tuning.runner import make_pipeline
@@ -283,21 +291,13 @@ def test_a_load_out_of_the_loaders_own_memory_limit_loads_again_with_duckdbs_def
         " DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG to choose"
     ]
     assert result.summaries[0].rows["jobs"] == 12 and result.summaries[0].changes["jobs"]["new"] == 12
-    with duckdb.connect(str(tmp_path / "fine_tuning.duckdb")) as db:
-        def rows(table: str) -> Any:
-            cursor = db.execute(f"SELECT * FROM openai_fine_tuning.{table}")
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]
-
-        assert loaded_job_rows(rows("jobs")) == expected_jobs(emulator)
-        assert loaded_checkpoint_rows(rows("checkpoints")) == expected_checkpoints(emulator)
+    assert loaded_job_rows(_duckdb_rows(tmp_path / "fine_tuning.duckdb", "jobs")) == expected_jobs(emulator)
+    assert loaded_checkpoint_rows(_duckdb_rows(tmp_path / "fine_tuning.duckdb", "checkpoints")) == expected_checkpoints(emulator)
 
 
 def test_a_package_left_pending_loads_again_with_duckdbs_default_when_it_runs_out(
     tmp_path: Any, emulator: Emulator, caplog: Any
 ) -> None:
-    import duckdb
-
     from openai_fine_tuning import openai_fine_tuning
     from openai_fine_tuning.client import ClientSettings
     from openai_fine_tuning.load import load
@@ -317,7 +317,4 @@ def test_a_package_left_pending_loads_again_with_duckdbs_default_when_it_runs_ou
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("openai_fine_tuning")]
     assert len(messages) == 1 and messages[0].startswith("DuckDB ran out of the loader's memory_limit of 1MB while loading;")
     assert emulator.count("jobs_list") == 1  # the pending package was loaded, not read again
-    with duckdb.connect(str(tmp_path / "fine_tuning.duckdb")) as db:
-        cursor = db.execute("SELECT * FROM openai_fine_tuning.jobs")
-        names = [d[0] for d in cursor.description]
-        assert loaded_job_rows(dict(zip(names, row)) for row in cursor.fetchall()) == expected_jobs(emulator)
+    assert loaded_job_rows(_duckdb_rows(tmp_path / "fine_tuning.duckdb", "jobs")) == expected_jobs(emulator)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from typing import Any
+from typing import Any, List
 
 import pytest
 
@@ -123,6 +123,15 @@ def test_a_warehouse_from_before_last_listed_at_learns_it_with_one_request_per_j
         assert (emu.count("jobs_list"), emu.count("checkpoints")) == (1, len(open_jobs(emu)))
 
 
+def as_written_by(loader: Any, fixture: str, resources: List[str]) -> None:
+    """The warehouse and state as an older main left them: one run loads the same data (same ids), then the
+    source's state becomes the fixture that release wrote for that data."""
+    loader.run(resources=resources)
+    with loader.pipeline().managed_state() as state:
+        with open(fixture) as handle:
+            state["sources"]["openai_fine_tuning"] = json.load(handle)
+
+
 V3_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "state_v3_main_a301ba7.json")
 
 
@@ -142,10 +151,7 @@ def test_the_first_run_after_the_upgrade_from_version_3_stays_incremental(make_l
     resources = ["jobs", "checkpoints", "events"]
     with Emulator.synthetic(12) as emu:
         loader = make_loader(emu)
-        loader.run(resources=resources)  # the warehouse as main at a301ba7 left it (same data, same ids)
-        with loader.pipeline().managed_state() as state:  # and the state it wrote for that data
-            with open(V3_FIXTURE) as handle:
-                state["sources"]["openai_fine_tuning"] = json.load(handle)
+        as_written_by(loader, V3_FIXTURE, resources)  # main at a301ba7
         loader.run(resources=resources)
         expected = (1, len(open_jobs(emu)), len(open_jobs(emu)), 0)
         assert (emu.count("jobs_list"), emu.count("checkpoints"), emu.count("events"), emu.count("job")) == expected
@@ -193,10 +199,7 @@ def test_the_first_run_after_the_upgrade_from_version_4_tells_unchanged_rows_fro
     resources = ["jobs", "checkpoints", "events"]
     with Emulator.synthetic(12) as emu:
         loader = make_loader(emu)
-        loader.run(resources=resources)  # the warehouse as main at 0cf0bde left it (same data, same ids)
-        with loader.pipeline().managed_state() as state:  # and the state it wrote for that data
-            with open(V4_FIXTURE) as handle:
-                state["sources"]["openai_fine_tuning"] = json.load(handle)
+        as_written_by(loader, V4_FIXTURE, resources)  # main at 0cf0bde
         changed = sorted(open_jobs(emu))[0]
         emu.add_checkpoint(changed)
         summary = loader.run(resources=resources)
