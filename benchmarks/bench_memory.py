@@ -4,7 +4,7 @@
 
 Each configuration runs in its own process (so `ru_maxrss` is that load's own peak: extract, normalize and
 DuckDB's merge), against the emulator serving from a process of its own: one backfill of jobs, checkpoints
-and events into a fresh DuckDB file with `slice_rows` at its default (50,000), at 100,000, and with slicing
+and events into a fresh DuckDB file with `slice_rows` at its default (100,000), at 50,000, and with slicing
 off (one load package for everything). Prints a Markdown table; `--json` writes the figures.
 """
 
@@ -72,7 +72,7 @@ def main() -> None:
               "--latency", str(args.latency), "--concurrency", str(args.concurrency), "--open-jobs", str(args.open_jobs)]
     results: Dict[str, Any] = machine()
     rows: List[str] = []
-    configurations = (("slices of 50,000 rows (default)", 50_000), ("slices of 100,000 rows", 100_000),
+    configurations = (("slices of 100,000 rows (default)", 100_000), ("slices of 50,000 rows", 50_000),
                       ("no slices (one load package)", NO_SLICES))
     for label, slice_rows in configurations:
         output = subprocess.run([sys.executable, __file__, "--child", *common, "--slice-rows", str(slice_rows)],

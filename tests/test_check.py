@@ -41,7 +41,7 @@ def test_check_reports_each_setting_with_its_origin_and_loads_nothing(
         "ok: max_pages = 10000 (from default)",
         "ok: reconcile_interval_hours = 24.0 (from default)",
         "ok: permissions_interval_hours = 24.0 (from default)",
-        "ok: slice_rows = 50000 (from default)",
+        "ok: slice_rows = 100000 (from default)",
         f"ok: the API at {emulator.base_url} accepted the key",
         "ok: destination duckdb: driver installed and credentials complete",
         "ok: destination duckdb is reachable and writable (created and dropped dataset openai_fine_tuning, which the"

@@ -5,7 +5,7 @@ stay and the next run reads only what was left, then is 1 + R again."""
 from __future__ import annotations
 
 import logging
-from typing import Any, List
+from typing import Any, List, Optional, Tuple
 
 import pytest
 
@@ -167,3 +167,82 @@ def test_a_signal_in_a_later_slice_says_which_slices_were_committed() -> None:
         " being read; the next run reads the jobs left"
     )
     assert result.exit_code == 143
+
+
+PAGE = 10  # events a page in the tests below; a slice of 15 rows ends within the second page of a job
+
+
+def event_pages(emu: Emulator, order: List[str]) -> List[Tuple[str, List[str]]]:
+    """The events pages a sequential run reads, in order: (job id, the event ids of that page), newest first."""
+    pages = []
+    for job_id in order:
+        served = [event["id"] for event in reversed(emu.events[job_id])]
+        pages.extend((job_id, served[k:k + PAGE]) for k in range(0, max(len(served), 1), PAGE))
+    return pages
+
+
+def slice_ends(pages: List[Tuple[str, List[str]]], slice_rows: int) -> List[int]:
+    """The index of the page each slice (but the last) ends with: the page that filled it, within a job or not."""
+    ends, used = [], 0
+    for index, (_, ids) in enumerate(pages[:-1]):
+        used += len(ids)
+        if used >= slice_rows:
+            ends.append(index)
+            used = 0
+    return ends
+
+
+def events_asked(emu: Emulator) -> List[Tuple[str, Optional[str]]]:
+    return [(r.path.split("/")[-2], r.params.get("after")) for r in emu.requests if r.endpoint == "events"]
+
+
+def test_a_slice_of_events_ends_at_a_page_and_the_next_slice_goes_on_after_it(make_loader: Any) -> None:
+    with Emulator.synthetic(4, events_per_job=24) as emu:
+        loader = make_loader(emu)
+        pages = event_pages(emu, listing_order(emu))
+        ends = slice_ends(pages, 15)
+        assert any(pages[end][0] == pages[end + 1][0] for end in ends)  # some slices end within a job
+        summary = loader.run(resources=["jobs", "events"], slice_rows=15, page_size=PAGE, concurrency=1)
+        assert summary.slices == len(ends) + 1
+        served = sorted(e["id"] for events in emu.events.values() for e in events)
+        assert sorted(r["id"] for r in loader.rows("events", "id")) == served
+        assert summary.changes["events"] == {"new": len(served)}
+        # each page read once: a job's next page, in this slice or the next, asks for the events after its last
+        assert events_asked(emu) == [
+            (job_id, pages[n - 1][1][-1] if n and pages[n - 1][0] == job_id else None) for n, (job_id, _) in enumerate(pages)
+        ]
+        resources = loader.pipeline().state["sources"]["openai_fine_tuning"]["projects"]["default"]["resources"]
+        assert "todo" not in resources["events"]
+        assert {job_id: entry["newest_id"] for job_id, entry in resources["events"]["open"].items()} == {
+            job_id: emu.events[job_id][-1]["id"] for job_id in open_jobs(emu)}
+        loader.run(resources=["jobs", "events"], slice_rows=15, page_size=PAGE, concurrency=1)
+        assert (emu.count("jobs_list"), emu.count("events"), loader.last.slices) == (1, len(open_jobs(emu)), 1)
+
+
+def test_a_job_read_in_part_keeps_where_its_read_stops_until_it_was_read_to_the_end(make_loader: Any) -> None:
+    with Emulator.synthetic(12, events_per_job=3) as emu:
+        loader = make_loader(emu)
+        loader.run(resources=["jobs", "events"], page_size=PAGE, concurrency=1)
+        job_id = sorted(open_jobs(emu))[0]
+        known = emu.events[job_id][-1]["id"]
+        emu.add_metric_events(job_id, 30, total_steps=100)
+        new = [event["id"] for event in reversed(emu.events[job_id])][:30]
+        # the key is revoked when the second slice goes on with the job: the first slice (20 new events) stays
+        emu.script(f"after={new[19]}", status=401,
+                   body={"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
+        with pytest.raises(Exception) as raised:
+            loader.run(resources=["jobs", "events"], slice_rows=15, page_size=PAGE, concurrency=1)
+        assert isinstance(find_source_error(raised.value), AuthenticationError)
+        events = loader.pipeline().state["sources"]["openai_fine_tuning"]["projects"]["default"]["resources"]["events"]
+        assert events["open"][job_id]["newest_id"] == known  # where the job's read stops, until it ends
+        [resumed] = [item for item in events["todo"] if item["id"] == job_id]
+        assert (resumed["after"], resumed["newest_id"]) == (new[19], new[0])
+        assert set(new[:20]) <= {r["id"] for r in loader.rows("events", "id")}
+        summary = loader.run(resources=["jobs", "events"], slice_rows=15, page_size=PAGE, concurrency=1)
+        asked = [after for asked_job, after in events_asked(emu) if asked_job == job_id]
+        assert asked == [new[19], new[29]]  # the last 10 new events, then the page that starts at the known one
+        served = sorted(e["id"] for events in emu.events.values() for e in events)
+        assert sorted(r["id"] for r in loader.rows("events", "id")) == served
+        assert summary.changes["events"] == {"new": 10}
+        events = loader.pipeline().state["sources"]["openai_fine_tuning"]["projects"]["default"]["resources"]["events"]
+        assert events["open"][job_id]["newest_id"] == new[0] and "todo" not in events

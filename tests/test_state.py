@@ -143,7 +143,7 @@ def test_a_v3_state_reads_as_the_current_version_with_nothing_left_to_do() -> No
     assert all(not resource.todo for resource in state.projects["default"].resources.values())
     written: dict = {}
     write_state(state, written)
-    assert written["version"] == STATE_VERSION == 5 and read_state(written) == state
+    assert written["version"] == STATE_VERSION == 6 and read_state(written) == state
     assert all("todo" not in resource for resource in written["projects"]["default"]["resources"].values())
 
 
@@ -163,6 +163,8 @@ def test_the_first_run_after_the_upgrade_from_version_3_stays_incremental(make_l
     ([{"id": "ftjob-1", "kind": "maybe"}], "projects.p.resources.checkpoints.todo[0].kind should be one of new, known, re-read, relist, found 'maybe'"),
     ([{"id": ""}], "projects.p.resources.checkpoints.todo[0].id should be a job id, found ''"),
     ([{"id": "ftjob-1", "result_files": [1]}], "projects.p.resources.checkpoints.todo[0].result_files should be a list of file ids, found [1]"),
+    ([{"id": "ftjob-1", "after": 5}], "projects.p.resources.checkpoints.todo[0].after should be an event id, found 5"),
+    ([{"id": "ftjob-1", "newest_id": ""}], "projects.p.resources.checkpoints.todo[0].newest_id should be an event id, found ''"),
 ])
 def test_a_todo_of_the_wrong_shape_names_the_bad_value(todo: Any, message: str) -> None:
     raw = {"version": 4, "projects": {"p": {"resources": {"checkpoints": {"todo": todo}}}}}
@@ -206,7 +208,7 @@ def test_the_first_run_after_the_upgrade_from_version_4_tells_unchanged_rows_fro
         rows = sum(len(emu.checkpoints[job_id]) for job_id in open_jobs(emu))
         assert summary.changes["checkpoints"] == {"new": 1, "unchanged": rows - 1}
         assert summary.changes["jobs"] == {"unchanged": len(open_jobs(emu))}
-        assert loader.pipeline().state["sources"]["openai_fine_tuning"]["version"] == STATE_VERSION == 5
+        assert loader.pipeline().state["sources"]["openai_fine_tuning"]["version"] == STATE_VERSION == 6
 
 
 @pytest.mark.parametrize(("entry", "message"), [
@@ -219,3 +221,38 @@ def test_digests_of_the_wrong_shape_name_the_bad_value(entry: Any, message: str)
     with pytest.raises(StateError) as raised:
         read_state(raw)
     assert str(raised.value) == message
+
+
+V5_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "state_v5_main_da3b44f.json")
+
+
+def test_a_v5_todo_reads_as_jobs_read_from_their_start_and_a_v6_todo_keeps_where_a_read_goes_on() -> None:
+    with open(V5_FIXTURE) as handle:
+        raw = json.load(handle)
+    assert raw["version"] == 5
+    state = read_state(raw)
+    todo = state.projects["default"].resources["events"].todo
+    assert [item.id for item in todo] == [item["id"] for item in raw["projects"]["default"]["resources"]["events"]["todo"]]
+    assert all(item.after is None and item.newest_id is None for item in todo)
+    todo[0].after, todo[0].newest_id = "ftevent-20", "ftevent-1"
+    written: dict = {}
+    write_state(state, written)
+    assert written["version"] == STATE_VERSION == 6 and read_state(written) == state
+    assert written["projects"]["default"]["resources"]["events"]["todo"][0] == {
+        **raw["projects"]["default"]["resources"]["events"]["todo"][0], "after": "ftevent-20", "newest_id": "ftevent-1"}
+
+
+def test_the_first_run_after_the_upgrade_from_version_5_reads_the_todo_it_left(make_loader: Any) -> None:
+    resources = ["jobs", "checkpoints", "events"]
+    with Emulator.synthetic(12, events_per_job=20) as emu:
+        loader = make_loader(emu)
+        as_written_by(loader, V5_FIXTURE, resources)  # main at da3b44f, stopped between slices
+        with open(V5_FIXTURE) as handle:
+            left = [item["id"] for item in json.load(handle)["projects"]["default"]["resources"]["events"]["todo"]]
+        loader.run(resources=resources)
+        asked = sorted(r.path.split("/")[-2] for r in emu.requests if r.endpoint == "events")
+        assert asked == sorted(set(left) | set(open_jobs(emu)))  # the jobs left, each from its start, once
+        served = sorted(e["id"] for events in emu.events.values() for e in events)
+        assert sorted(r["id"] for r in loader.rows("events", "id")) == served
+        state = loader.pipeline().state["sources"]["openai_fine_tuning"]
+        assert state["version"] == STATE_VERSION and "todo" not in state["projects"]["default"]["resources"]["events"]

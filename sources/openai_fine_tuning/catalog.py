@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set
 
 from .client import FineTuningClient
@@ -235,6 +236,8 @@ class ResourcePlan:
         self._hashes_before = {job_id: entry.hashes for job_id, entry in state.open.items()}
         self._kinds: Dict[str, str] = {}
         self._iterator: Optional[Iterator[Dict[str, Any]]] = None
+        self._resume: Dict[str, TodoJob] = {}  # jobs an earlier slice read in part: where their read goes on
+        self._partial: List[TodoJob] = []  # jobs this slice read in part, for `todo`
         # a later slice of the same `load`: only the jobs the first slice left in `todo` (the listing and the
         # open jobs were read by the first slice)
         self.continued = continued
@@ -255,19 +258,29 @@ class ResourcePlan:
         return next(self.jobs(), None)
 
     def defer_rest(self) -> int:
-        """The slice is full: the jobs not taken yet go to `todo`, read first by the next slice. Taking them
-        finishes the plan (the listing, the lookups of open jobs, the frontier), so the next slice needs
-        nothing but `todo`. Returns how many were deferred."""
-        deferred = [
-            TodoJob(
-                id=job["id"], status=None if job.get("status") is None else str(job.get("status")),
-                kind=RELIST if job["id"] in self.relisted else self._kinds[job["id"]],
-                result_files=result_file_ids(job),
-            )
-            for job in self.jobs()
-        ]
+        """The slice is full: the jobs read in part (`defer_partial`) and the jobs not taken yet go to
+        `todo`, read first by the next slice. Taking them finishes the plan (the listing, the lookups of open
+        jobs, the frontier), so the next slice needs nothing but `todo`. Returns how many were deferred."""
+        deferred = self._partial + [self._todo(job) for job in self.jobs()]
         self.state.todo = deferred
         return len(deferred)
+
+    def resume_point(self, job_id: str) -> Optional[TodoJob]:
+        """Where the read of a job that an earlier slice read in part goes on (None: from the start)."""
+        return self._resume.get(job_id)
+
+    def defer_partial(self, job: Dict[str, Any], *, after: Optional[str], newest_id: Optional[str]) -> None:
+        """The slice filled while this job's events were read: what was read commits with this slice and the
+        next slice goes on after `after` (None: nothing read, from where this read started). The open entry
+        keeps its `newest_id` (where the read stops) until the job was read to its end."""
+        self._partial.append(replace(self._todo(job), after=after, newest_id=newest_id))
+
+    def _todo(self, job: Dict[str, Any]) -> TodoJob:
+        return TodoJob(
+            id=job["id"], status=None if job.get("status") is None else str(job.get("status")),
+            kind=RELIST if job["id"] in self.relisted else self._kinds[job["id"]],
+            result_files=result_file_ids(job),
+        )
 
     def _marked(self) -> Iterator[Dict[str, Any]]:
         for job, kind in self._planned():
@@ -285,6 +298,8 @@ class ResourcePlan:
             taken.add(item.id)
             if item.kind == RELIST:
                 self.relisted.add(item.id)
+            if item.after or item.newest_id:
+                self._resume[item.id] = item
             yield item.job(), REREAD if item.kind == RELIST else item.kind
         if self.continued:
             return

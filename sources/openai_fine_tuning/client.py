@@ -155,8 +155,9 @@ class FineTuningClient:
     def list_checkpoints(self, job_id: str) -> CursorPaginator:
         return self.paginate(f"{settings.JOBS_PATH}/{quote(job_id, safe='')}/checkpoints")
 
-    def list_events(self, job_id: str, *, stop_at_id: Optional[str] = None) -> CursorPaginator:
-        return self.paginate(f"{settings.JOBS_PATH}/{quote(job_id, safe='')}/events", stop_at_id=stop_at_id)
+    def list_events(self, job_id: str, *, stop_at_id: Optional[str] = None, after: Optional[str] = None) -> CursorPaginator:
+        """A job's events, newest first, down to `stop_at_id`; `after`: from the event after that id on."""
+        return self.paginate(f"{settings.JOBS_PATH}/{quote(job_id, safe='')}/events", stop_at_id=stop_at_id, after=after)
 
     def get_job(self, job_id: str) -> Dict[str, Any]:
         path = f"{settings.JOBS_PATH}/{quote(job_id, safe='')}"
@@ -165,7 +166,10 @@ class FineTuningClient:
             raise InvalidResponseError(f"GET {self._display(path)} returned JSON that is not a job object (no 'id')")
         return body
 
-    def paginate(self, path: str, *, stop_at_id: Optional[str] = None, params: Optional[Mapping[str, Any]] = None) -> CursorPaginator:
+    def paginate(
+        self, path: str, *, stop_at_id: Optional[str] = None, params: Optional[Mapping[str, Any]] = None,
+        after: Optional[str] = None,
+    ) -> CursorPaginator:
         fixed = dict(params or {})
         return CursorPaginator(
             lambda page: self.get(path, params={**fixed, **page}),
@@ -173,6 +177,7 @@ class FineTuningClient:
             page_size=self.config.page_size,
             stop_at_id=stop_at_id,
             max_pages=self.config.max_pages,
+            start_after=after,
         )
 
     def get(self, path: str, *, params: Optional[Mapping[str, Any]] = None, raw: bool = False) -> Any:

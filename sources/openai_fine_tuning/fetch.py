@@ -31,6 +31,7 @@ from .permissions import read_permissions
 from .result_files import result_table
 from .rows import items_to_arrow, misfit_warning, row_hash, with_datetimes
 from .session import Session
+from .state import TodoJob
 from .stats import JobFailure
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class Fetched:
     missing: Optional[NotFoundError] = None
     error: Optional[FineTuningSourceError] = None
     newest_id: Optional[str] = None  # the first item served (lists are newest first)
+    partial: bool = False  # the slice filled before the list's end: `after` is where the next slice goes on
+    after: Optional[str] = None
     misfits: List[str] = field(default_factory=list)
     hashes: Dict[str, str] = field(default_factory=dict)  # row id -> content hash (not for events)
     models: List[Tuple[str, str, str]] = field(default_factory=list)  # (model name, checkpoint id, job id)
@@ -75,19 +78,32 @@ def per_job(fetched: Fetched) -> Iterator[None]:
         fetched.error = exc
 
 
-def _read_list(job: Dict[str, Any], paginator: Any) -> Fetched:
+def _read_list(job: Dict[str, Any], paginator: Any, *, slice_pages: Optional[Session] = None) -> Fetched:
     """Page one job's list to the end (or to the known id) in a worker thread, keeping the decoded objects:
     an id served twice (within or across pages) keeps its last served version. Turning them into Arrow is
     left to the consuming thread, so the worker threads do I/O and decoding only (Python work in 16 threads
-    contends for one GIL: measured on events, the same work costs more CPU there)."""
+    contends for one GIL: measured on events, the same work costs more CPU there).
+
+    `slice_pages` (events in a sliced run): each page counts towards the session's slice as it arrives, and
+    once the slice is full the read stops at a page boundary, `partial`, with `after` the last id read (or
+    the paginator's `start_after` when it read nothing). The other jobs in flight stop within one page, so a
+    slice ends without waiting for whole jobs, and a job longer than a slice is read over several."""
     fetched = Fetched(job=job)
     items: Dict[str, Dict[str, Any]] = {}
     with per_job(fetched):
+        if slice_pages is not None and slice_pages.slice_full:
+            fetched.partial, fetched.after = True, paginator.start_after
+            return fetched
         for page in paginator:
             if fetched.newest_id is None:
                 fetched.newest_id = page[0]["id"]
             for item in page:
                 items[item["id"]] = item
+            if slice_pages is not None:
+                slice_pages.count_slice_rows(len(page))
+                if slice_pages.slice_full and not paginator.complete:
+                    fetched.partial, fetched.after = True, page[-1]["id"]
+                    break
     if fetched.stopped:
         return fetched
     fetched.items = list(items.values())
@@ -136,7 +152,8 @@ def read_children(session: Session, name: str, *, columns: settings.TColumns, ne
 
 def planned_jobs(session: Session, plan: ResourcePlan) -> Iterator[Dict[str, Any]]:
     """The plan's jobs, one at a time, until this run's slice is full (`session.slice_full`): the check
-    comes before taking a job, so a job is either read in this slice or left to `defer_if_full`."""
+    comes before taking a job, so a job is either read in this slice or left to `defer_if_full` (events
+    may also stop within a job, at a page: `_read_list`)."""
     while not session.slice_full:
         job = plan.next_job()
         if job is None:
@@ -166,10 +183,15 @@ def _read_children(
     listed_at = round(session.started_at * 1_000_000)
     extra_columns: Dict[str, Any] = {} if events else {"last_listed_at": listed_at}
 
-    def read(job: Dict[str, Any], known_newest: Optional[str]) -> Fetched:
-        pages = client.list_events(job["id"], stop_at_id=known_newest) if events else client.list_checkpoints(job["id"])
-        fetched = _read_list(job, pages)
-        fetched.newest_id = fetched.newest_id or known_newest
+    sliced = session if session.slice_rows is not None else None
+
+    def read(job: Dict[str, Any], known_newest: Optional[str], resume: Optional[TodoJob]) -> Fetched:
+        if not events:
+            return _read_list(job, client.list_checkpoints(job["id"]))
+        after = resume.after if resume is not None else None
+        fetched = _read_list(job, client.list_events(job["id"], stop_at_id=known_newest, after=after), slice_pages=sliced)
+        if resume is not None and resume.newest_id:  # the job's newest event is the one its first slice read
+            fetched.newest_id = resume.newest_id
         return fetched
 
     def to_tables(fetched: Fetched) -> None:
@@ -189,11 +211,11 @@ def _read_children(
                 items_to_arrow(items, columns, nested=nested, project=project, extra=extra, misfits=fetched.misfits)
             ]
 
-    def tasks() -> Iterator[Tuple[Dict[str, Any], Optional[str]]]:
-        # the open entry is read here, in this thread: workers never touch the state
+    def tasks() -> Iterator[Tuple[Dict[str, Any], Optional[str], Optional[TodoJob]]]:
+        # the open entry and the resume point are read here, in this thread: workers never touch the state
         for job in planned_jobs(session, plan):
             entry = plan.open.get(job["id"])
-            yield job, (entry.newest_id if events and entry is not None else None)
+            yield job, (entry.newest_id if events and entry is not None else None), plan.resume_point(job["id"])
 
     batch: List[pa.Table] = []
     batch_rows = 0
@@ -211,21 +233,24 @@ def _read_children(
             to_tables(fetched)
         if not settle(session, plan, fetched, missing=f"{name} answered HTTP 404"):
             continue
-        session.count_slice_rows(fetched.rows)
         finished = str(fetched.job.get("status")) in settings.TERMINAL_STATUSES or job_id in plan.relisted
-        if events:
+        if events:  # (their rows counted towards the slice page by page, in `_read_list`)
             batch.extend(fetched.tables)
             batch_rows += fetched.rows
             session.stats.count_rows(name, plan.change(job_id, "", None), fetched.rows)
-            if fetched.complete and finished:
+            if fetched.partial:
+                plan.defer_partial(fetched.job, after=fetched.after, newest_id=fetched.newest_id)
+            elif fetched.complete and finished:
                 plan.done(job_id)
-            else:
+            else:  # (a list that did not complete keeps the newest id the job had: where reading stops)
                 plan.pending(job_id, newest_id=fetched.newest_id if fetched.complete else None)
         elif not fetched.complete:
+            session.count_slice_rows(fetched.rows)
             # checkpoints load only from a listing that completed (`last_listed_at` must mean "served by the
             # job's latest listing"): the job is read whole next run
             plan.pending(job_id)  # the digests of its last complete listing stay
         else:
+            session.count_slice_rows(fetched.rows)
             batch.extend(fetched.tables)
             batch_rows += fetched.rows
             for row_id, digest in fetched.hashes.items():

@@ -20,7 +20,8 @@ class CursorPaginator:
     items from that id on are not yielded). After iteration, `complete` says whether the list was read
     to its end (or to `stop_at_id`); it is False when the API answered `has_more: true` with an empty
     page, which is logged and leaves the caller to read the list again next time. A list that goes on
-    past `max_pages` pages raises `PageLimitError`.
+    past `max_pages` pages raises `PageLimitError`. `start_after` goes on with a list read in part before:
+    its first request asks for the items after that id.
     """
 
     def __init__(
@@ -31,19 +32,21 @@ class CursorPaginator:
         page_size: int,
         stop_at_id: Optional[str] = None,
         max_pages: int = 10_000,
+        start_after: Optional[str] = None,
     ) -> None:
         self._fetch = fetch
         self.endpoint = endpoint
         self.page_size = page_size
         self.stop_at_id = stop_at_id
         self.max_pages = max_pages
+        self.start_after = start_after
         self.complete = False
         self.reached_stop_id = False
         self.pages = 0
 
     def __iter__(self) -> Iterator[List[Dict[str, Any]]]:
         seen_cursors: Set[str] = set()
-        after: Optional[str] = None
+        after: Optional[str] = self.start_after
         while True:
             if self.pages >= self.max_pages:
                 raise PageLimitError(
@@ -63,10 +66,10 @@ class CursorPaginator:
                         if index:
                             yield items[:index]
                         return
+            self.complete = not has_more  # already while the last page is out: a caller may stop there
             if items:
                 yield items
             if not has_more:
-                self.complete = True
                 return
             if not items:
                 logger.warning(

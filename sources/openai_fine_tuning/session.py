@@ -186,8 +186,10 @@ class Session:
 
     # -- slices ---------------------------------------------------------------------------------------
     def count_slice_rows(self, rows: int) -> None:
-        """Rows a child resource read this run (called in the consuming thread)."""
-        self._slice_used += rows
+        """Rows a child resource read this run: by the consuming thread (a job's checkpoints, a result file)
+        or by a worker thread as each page of events arrives."""
+        with self._lock:
+            self._slice_used += rows
 
     @property
     def slice_full(self) -> bool:

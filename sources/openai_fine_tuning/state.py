@@ -2,9 +2,9 @@
 
 It lives in dlt's source state, so it is saved in the pipeline folder and in the destination
 (`_dlt_pipeline_state`) with every load, and restored by later versions of this package on other
-machines. Layout of version 5:
+machines. Layout of version 6:
 
-    {"version": 5,
+    {"version": 6,
      "projects": {<project name>: {
          "reconciled_at": <unix seconds of the last complete reconciliation> | null,
          "permissions_read_at": <unix seconds of the last complete pass over checkpoint permissions> | null,
@@ -15,7 +15,8 @@ machines. Layout of version 5:
              "open": {<job id>: {"misses": <404s in a row>, "failures": <failed reads in a row>,
                                  "newest_id": <newest event id loaded> | null,
                                  "digests": <base64: 9 bytes a row, see `row_digests`>}},
-             "todo": [{"id", "status", "kind", "result_files"}]}}}}}   # (absent: empty)
+             "todo": [{"id", "status", "kind", "result_files",     # (absent: empty)
+                       "after", "newest_id"}]}}}}}              # (events read in part; absent: none)
 
 The digests of an open job's rows tell the summary which re-read rows changed (dlt cannot after a merge):
 per row, 4 bytes of a hash of its id and the first 5 bytes of its content hash (`rows.row_hash`), packed
@@ -23,10 +24,15 @@ into one base64 text (12 characters a row; two rows of one job whose ids share a
 summary's counts, never the data).
 `todo` holds the jobs a sliced run planned but left for its next slice: the listing that planned them
 already moved the frontier past them, so they are read from here first (by the next slice of the same
-`load`, or by the next run after a run stopped between slices).
+`load`, or by the next run after a run stopped between slices). A job whose events a slice read only in
+part (a slice of events ends at a page, not at a job) keeps `after`, the id of the last event committed,
+where its next read goes on, and `newest_id`, the newest event of the job's first page, which becomes the
+open entry's `newest_id` once the job was read to its end (until then that entry keeps the previous one,
+where the read stops).
 
 Version 1 (releases up to 0.1.0) had no `version` key and kept the resources directly under the project.
-Version 2 had no `permissions_read_at` and no `relist_checkpoints`; version 3 no `todo`; versions 1 to 4
+Version 2 had no `permissions_read_at` and no `relist_checkpoints`; version 3 no `todo`; version 5 no
+`after` and `newest_id` in `todo` (it read as version 6 with none: a slice ended at a job); versions 1 to 4
 kept `"hashes": {<row id>: <16 hex digits>}` per open job (about 300 bytes an open job with 3 checkpoints,
 3.0 MB at 10,000), read into the same digests. Checkpoints loaded before version 3
 have no `last_listed_at`: migrating a project that loaded checkpoints sets `relist_checkpoints`, and the
@@ -46,7 +52,7 @@ from typing import Any, Dict, List, Mapping, MutableMapping, Optional
 from .exceptions import StateError
 from .stats import NEW, REREAD
 
-STATE_VERSION = 5
+STATE_VERSION = 6
 FULL_REFRESH_HINT = "run `openai-fine-tuning load --full-refresh` to rebuild it (it re-reads the API and merges; no row is dropped)"
 
 
@@ -116,6 +122,8 @@ class TodoJob:
     status: Optional[str] = None
     kind: str = NEW  # one of TODO_KINDS
     result_files: List[str] = field(default_factory=list)
+    after: Optional[str] = None  # events read in part: the last event id committed, where reading goes on
+    newest_id: Optional[str] = None  # ... and the newest event id of that read (the job's next stop)
 
     def job(self) -> Dict[str, Any]:
         return {"id": self.id, "status": self.status, "result_files": list(self.result_files)}
@@ -124,6 +132,10 @@ class TodoJob:
         out: Dict[str, Any] = {"id": self.id, "status": self.status, "kind": self.kind}
         if self.result_files:
             out["result_files"] = list(self.result_files)
+        if self.after:
+            out["after"] = self.after
+        if self.newest_id:
+            out["newest_id"] = self.newest_id
         return out
 
 
@@ -199,11 +211,11 @@ class _Reader:
             raise self.fail(path, f"should be a count, found {value!r}")
         return value
 
-    def text(self, value: Any, path: str, *, optional: bool = False) -> Optional[str]:
+    def text(self, value: Any, path: str, *, optional: bool = False, what: str = "a job id") -> Optional[str]:
         if value is None and optional:
             return None
         if not isinstance(value, str) or not value:
-            raise self.fail(path, f"should be a job id, found {value!r}")
+            raise self.fail(path, f"should be {what}, found {value!r}")
         return value
 
     def seconds(self, value: Any, path: str, *, optional: bool = False) -> Optional[float]:
@@ -240,7 +252,7 @@ class _Reader:
             open_jobs[str(job_id)] = OpenJob(
                 misses=self.count(entry.get("misses"), f"{entry_path}.misses"),
                 failures=self.count(entry.get("failures"), f"{entry_path}.failures"),
-                newest_id=self.text(entry.get("newest_id"), f"{entry_path}.newest_id", optional=True),
+                newest_id=self.text(entry.get("newest_id"), f"{entry_path}.newest_id", optional=True, what="an event id"),
                 hashes=hashes,
             )
         todo_raw = raw.get("todo", []) or []
@@ -286,6 +298,8 @@ class _Reader:
             status=str(status) if status is not None else None,
             kind=kind,
             result_files=list(files),
+            after=self.text(raw.get("after"), f"{path}.after", optional=True, what="an event id"),
+            newest_id=self.text(raw.get("newest_id"), f"{path}.newest_id", optional=True, what="an event id"),
         )
 
     def project_v3(self, value: Any, path: str) -> ProjectState:
@@ -337,7 +351,8 @@ def read_state(raw: Mapping[str, Any]) -> SourceState:
             newer=True,
         )
     projects = reader.mapping(raw.get("projects", {}) or {}, "projects")
-    # version 4 only added the optional `todo`, version 5 `digests` for `hashes`: versions 3 to 5 read alike
+    # version 4 only added the optional `todo`, version 5 `digests` for `hashes`, version 6 `after` and
+    # `newest_id` in `todo`: versions 3 to 6 read alike
     read = {1: reader.project_v1, 2: reader.project_v2}.get(version, reader.project_v3)
     return SourceState(projects={str(name): read(p, f"projects.{name}") for name, p in projects.items()})
 
