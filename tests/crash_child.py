@@ -5,7 +5,8 @@ KILL_AT: `normalize` (as normalization starts), `load-followup` (tables staged, 
 through the emulator's request hook). SIGNAL: KILL (default: the process dies there), TERM or INT (the
 signal arrives there and the run goes on to handle it, as under cron, Airflow or Kubernetes). The child
 reports like the CLI: one line on stderr and the exit code. CRASH_SLICE_ROWS and CRASH_CONCURRENCY set the
-load's `slice_rows` and `concurrency`.
+load's `slice_rows` and `concurrency`, CRASH_RESOURCES (comma-separated) and CRASH_PAGE_SIZE its resources and
+page size.
 """
 
 from __future__ import annotations
@@ -59,8 +60,10 @@ def main() -> None:
         api_key=os.environ["CRASH_KEY"], base_url=os.environ["CRASH_URL"],
         concurrency=int(os.environ.get("CRASH_CONCURRENCY", "2")),
         slice_rows=int(os.environ.get("CRASH_SLICE_ROWS", "50000")),
+        **({"page_size": int(os.environ["CRASH_PAGE_SIZE"])} if os.environ.get("CRASH_PAGE_SIZE") else {}),
     )
-    result = load(pipeline, [("default", client_settings)])
+    resources = os.environ["CRASH_RESOURCES"].split(",") if os.environ.get("CRASH_RESOURCES") else None
+    result = load(pipeline, [("default", client_settings)], resources=resources)
     code = report_result(result)
     sys.exit(code if code else 99)  # 99: the signal never arrived
 

@@ -120,3 +120,47 @@ def test_a_backfill_killed_in_a_late_slice_resumes_where_the_last_slice_ended(ma
         assert loaded_job_rows(loader.rows("jobs")) == expected_jobs(emu)
         loader.run(slice_rows=SLICE, concurrency=1)
         assert (emu.count("jobs_list"), emu.count("checkpoints"), emu.count("job")) == (1, len(open_jobs(emu)), 0)
+
+
+@pytest.mark.slow
+def test_a_backfill_killed_while_a_slice_goes_on_with_a_job_resumes_after_its_last_event_committed(make_loader: Any) -> None:
+    from .test_slices import PAGE, event_pages, events_asked, listing_order, slice_ends
+
+    with Emulator.synthetic(12, events_per_job=24) as emu:
+        loader = make_loader(emu)
+        pages = event_pages(emu, listing_order(emu))
+        ends = slice_ends(pages, 15)
+        # the last slice that ends within a job: killed with the request that goes on with that job
+        end = [e for e in ends if pages[e][0] == pages[e + 1][0]][-1]
+        job_id, cursor = pages[end][0], pages[end][1][-1]
+        env = dict(
+            os.environ, KILL_AT="none", CRASH_URL=emu.base_url, CRASH_KEY=emu.api_key, SIGNAL="KILL",
+            CRASH_DESTINATION=destination_spec(loader), CRASH_DATASET=loader.dataset, CRASH_PIPELINE=loader.pipeline_name,
+            CRASH_PIPELINES_DIR=loader.pipelines_dir, CRASH_SLICE_ROWS="15", CRASH_CONCURRENCY="1",
+            CRASH_RESOURCES="jobs,events", CRASH_PAGE_SIZE=str(PAGE),
+        )
+        child = subprocess.Popen([sys.executable, "-m", "tests.crash_child"], env=env, stderr=subprocess.PIPE, text=True,
+                                 cwd=os.path.dirname(os.path.dirname(__file__)))
+        killed = threading.Event()
+
+        def kill_when_the_job_goes_on(record: RequestRecord) -> None:
+            if record.endpoint == "events" and record.params.get("after") == cursor and not killed.is_set():
+                killed.set()
+                child.send_signal(signal.SIGKILL)
+
+        emu.on_request = kill_when_the_job_goes_on
+        child.communicate(timeout=120)
+        emu.on_request = None
+        assert child.returncode == -signal.SIGKILL
+        committed = {event_id for _, ids in pages[:end + 1] for event_id in ids}
+        assert {r["id"] for r in loader.rows("events", "id")} == committed  # every slice before the kill
+        loader.run(resources=["jobs", "events"], slice_rows=15, page_size=PAGE, concurrency=1)
+        left = [(page_job, pages[n - 1][1][-1] if pages[n - 1][0] == page_job else None)
+                for n, (page_job, _) in enumerate(pages) if n > end]
+        read_again = [(j, None) for j in listing_order(emu) if j in open_jobs(emu) and j not in {p[0] for p in pages[end + 1:]}]
+        assert events_asked(emu) == left + read_again  # the job goes on after its last event committed, then the rest
+        assert left[0] == (job_id, cursor)
+        served = sorted(e["id"] for events in emu.events.values() for e in events)
+        assert sorted(r["id"] for r in loader.rows("events", "id")) == served
+        loader.run(resources=["jobs", "events"], slice_rows=15, page_size=PAGE, concurrency=1)
+        assert (emu.count("jobs_list"), emu.count("events")) == (1, len(open_jobs(emu)))
