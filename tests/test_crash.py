@@ -130,9 +130,11 @@ def test_a_backfill_killed_while_a_slice_goes_on_with_a_job_resumes_after_its_la
         loader = make_loader(emu)
         pages = event_pages(emu, listing_order(emu))
         ends = slice_ends(pages, 15)
-        # the last slice that ends within a job: killed with the request that goes on with that job
-        end = [e for e in ends if pages[e][0] == pages[e + 1][0]][-1]
+        # a slice that ends with the first page of a job: its second page is read ahead while that slice commits
+        # (budget 7 rows: one page), and the kill comes with the request for the third, in the next slice
+        end = [e for e in ends if pages[e][0] == pages[e + 1][0] == pages[e + 2][0]][-1]
         job_id, cursor = pages[end][0], pages[end][1][-1]
+        kill_after = pages[end + 1][1][-1]
         env = dict(
             os.environ, KILL_AT="none", CRASH_URL=emu.base_url, CRASH_KEY=emu.api_key, SIGNAL="KILL",
             CRASH_DESTINATION=destination_spec(loader), CRASH_DATASET=loader.dataset, CRASH_PIPELINE=loader.pipeline_name,
@@ -144,7 +146,7 @@ def test_a_backfill_killed_while_a_slice_goes_on_with_a_job_resumes_after_its_la
         killed = threading.Event()
 
         def kill_when_the_job_goes_on(record: RequestRecord) -> None:
-            if record.endpoint == "events" and record.params.get("after") == cursor and not killed.is_set():
+            if record.endpoint == "events" and record.params.get("after") == kill_after and not killed.is_set():
                 killed.set()
                 child.send_signal(signal.SIGKILL)
 

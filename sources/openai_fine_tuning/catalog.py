@@ -276,10 +276,14 @@ class ResourcePlan:
         self._partial.append(replace(self._todo(job), after=after, newest_id=newest_id))
 
     def _todo(self, job: Dict[str, Any]) -> TodoJob:
+        """The job as `todo` keeps it; a job an earlier slice read in part keeps where its read goes on."""
+        resume = self._resume.get(job["id"])
         return TodoJob(
             id=job["id"], status=None if job.get("status") is None else str(job.get("status")),
             kind=RELIST if job["id"] in self.relisted else self._kinds[job["id"]],
             result_files=result_file_ids(job),
+            after=resume.after if resume is not None else None,
+            newest_id=resume.newest_id if resume is not None else None,
         )
 
     def _marked(self) -> Iterator[Dict[str, Any]]:

@@ -108,6 +108,9 @@ class FineTuningClient:
         pool = max(config.concurrency, 1) + 4
         limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         self._cancelled = threading.Event()
+        # a transport passed in is its owner's to close: the clients of one load (each slice's, the read ahead's)
+        # share it, and closing it under the others would break their requests in flight
+        self._owns_transport = transport is None
         if transport is None and not any(os.environ.get(name) for name in _PROXY_VARIABLES):
             transport = BoundedTransport(limits=limits, cancelled=self._cancelled)
         self._http = httpx.Client(
@@ -127,7 +130,8 @@ class FineTuningClient:
 
     # -- public API -------------------------------------------------------------------------------
     def close(self) -> None:
-        self._http.close()
+        if self._owns_transport:
+            self._http.close()
 
     def cancel(self) -> None:
         """Stop the requests in flight and every wait (shutdown on a signal); later requests fail at once."""

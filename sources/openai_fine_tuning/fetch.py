@@ -28,6 +28,7 @@ from .exceptions import (
 from .catalog import ResourcePlan, result_file_ids
 from .concurrency import concurrently
 from .permissions import read_permissions
+from .read_ahead import Ahead
 from .result_files import result_table
 from .rows import items_to_arrow, misfit_warning, row_hash, with_datetimes
 from .session import Session
@@ -78,7 +79,9 @@ def per_job(fetched: Fetched) -> Iterator[None]:
         fetched.error = exc
 
 
-def _read_list(job: Dict[str, Any], paginator: Any, *, slice_pages: Optional[Session] = None) -> Fetched:
+def _read_list(
+    job: Dict[str, Any], paginator: Any, *, slice_pages: Optional[Session] = None, ahead: Optional[Ahead] = None
+) -> Fetched:
     """Page one job's list to the end (or to the known id) in a worker thread, keeping the decoded objects:
     an id served twice (within or across pages) keeps its last served version. Turning them into Arrow is
     left to the consuming thread, so the worker threads do I/O and decoding only (Python work in 16 threads
@@ -87,28 +90,45 @@ def _read_list(job: Dict[str, Any], paginator: Any, *, slice_pages: Optional[Ses
     `slice_pages` (events in a sliced run): each page counts towards the session's slice as it arrives, and
     once the slice is full the read stops at a page boundary, `partial`, with `after` the last id read (or
     the paginator's `start_after` when it read nothing). The other jobs in flight stop within one page, so a
-    slice ends without waiting for whole jobs, and a job longer than a slice is read over several."""
+    slice ends without waiting for whole jobs, and a job longer than a slice is read over several.
+
+    `ahead`: the job's first pages, read ahead while the previous slice committed (`read_ahead.py`); they
+    come first, whatever the slice holds, and `paginator` goes on after them (its `start_after`)."""
     fetched = Fetched(job=job)
     items: Dict[str, Dict[str, Any]] = {}
+
+    def take(page: List[Dict[str, Any]]) -> None:
+        if fetched.newest_id is None:
+            fetched.newest_id = page[0]["id"]
+        for item in page:
+            items[item["id"]] = item
+        if slice_pages is not None:
+            slice_pages.count_slice_rows(len(page))
+
+    complete = False
     with per_job(fetched):
-        if slice_pages is not None and slice_pages.slice_full:
+        if ahead is not None:
+            for page in ahead.pages:
+                take(page)
+            if ahead.error is not None:
+                raise ahead.error
+            complete = ahead.complete
+        if complete:
+            pass
+        elif slice_pages is not None and slice_pages.slice_full:
             fetched.partial, fetched.after = True, paginator.start_after
-            return fetched
-        for page in paginator:
-            if fetched.newest_id is None:
-                fetched.newest_id = page[0]["id"]
-            for item in page:
-                items[item["id"]] = item
-            if slice_pages is not None:
-                slice_pages.count_slice_rows(len(page))
-                if slice_pages.slice_full and not paginator.complete:
+        else:
+            for page in paginator:
+                take(page)
+                if slice_pages is not None and slice_pages.slice_full and not paginator.complete:
                     fetched.partial, fetched.after = True, page[-1]["id"]
                     break
+            complete = paginator.complete
     if fetched.stopped:
         return fetched
     fetched.items = list(items.values())
     fetched.rows = len(fetched.items)
-    fetched.complete = paginator.complete
+    fetched.complete = complete
     return fetched
 
 
@@ -138,10 +158,18 @@ def read_children(session: Session, name: str, *, columns: settings.TColumns, ne
     (and, from `checkpoints`, the listing rows and the permissions pass)."""
     session.acquire()
     failed = True
+    reading_ahead = name == "events" and session.read_ahead is not None
     try:
         plan = session.plan(name)
+        if reading_ahead:
+            session.read_ahead.stop(session.stats)
         yield from _read_children(session, plan, name, columns=columns, nested=nested)
         deferred = defer_if_full(session, plan)
+        if reading_ahead and deferred:  # read on for the next slice while this one commits
+            session.read_ahead.start([
+                (item.id, item.after, plan.open[item.id].newest_id if item.id in plan.open else None)
+                for item in plan.state.todo
+            ])
         if name == "checkpoints" and settings.PERMISSIONS_TABLE in session.resources and not deferred:
             yield from read_permissions(session, plan)
         session.finish_resource(relisted=bool(plan.relisted) or plan.relisting)
@@ -189,7 +217,11 @@ def _read_children(
         if not events:
             return _read_list(job, client.list_checkpoints(job["id"]))
         after = resume.after if resume is not None else None
-        fetched = _read_list(job, client.list_events(job["id"], stop_at_id=known_newest, after=after), slice_pages=sliced)
+        ahead = session.read_ahead.take(job["id"], after) if session.read_ahead is not None else None
+        if ahead is not None:
+            after = ahead.after
+        pages = client.list_events(job["id"], stop_at_id=known_newest, after=after)
+        fetched = _read_list(job, pages, slice_pages=sliced, ahead=ahead)
         if resume is not None and resume.newest_id:  # the job's newest event is the one its first slice read
             fetched.newest_id = resume.newest_id
         return fetched

@@ -42,6 +42,7 @@ from .exceptions import (
     find_source_error,
     worst_exit_code,
 )
+from .read_ahead import ReadAhead
 from .runner import RunSummary, pipeline_lock, run_source
 from .stats import JobFailure, RunStats
 from .views import create_views
@@ -144,18 +145,22 @@ def load(
                 for name, client_settings in projects:
                     local_state = _has_local_source_state(pipeline)
 
+                    # reads on for the next slice while one commits: at most half a slice, dropped with the run
+                    ahead = ReadAhead(client_settings, transport=transport, budget=max(client_settings.slice_rows // 2, 1))
+
                     def make_source(selected: Optional[Sequence[str]], stats: RunStats, continued: bool) -> Any:
                         return openai_fine_tuning(
                             settings=client_settings, job_ids=list(job_ids) if job_ids else None,
                             metadata=dict(metadata) if metadata else None,
                             resources=list(selected) if selected else None, project_name=name,
                             reconcile=reconcile, full_refresh=full_refresh, transport=transport, stats=stats,
-                            slice_rows=client_settings.slice_rows, continued=continued,
+                            slice_rows=client_settings.slice_rows, continued=continued, read_ahead=ahead,
                         )
 
                     committed: List[RunSummary] = []
                     try:
-                        result.summaries.append(run_slices(pipeline, make_source, resources, project=name, committed=committed))
+                        with ahead:
+                            result.summaries.append(run_slices(pipeline, make_source, resources, project=name, committed=committed))
                     except Exception as exc:
                         if committed:  # a later slice failed: the slices before it stay, and the summary says so
                             committed[-1].complete = False

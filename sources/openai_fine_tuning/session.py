@@ -20,6 +20,7 @@ import httpx
 from .catalog import JobCatalog, ResourcePlan
 from .client import ClientSettings, FineTuningClient
 from .exceptions import StateError
+from .read_ahead import ReadAhead
 from .settings import PERMISSIONS_TABLE
 from .state import ProjectState, ResourceState, SourceState, read_state, write_state
 from .stats import RunStats
@@ -43,6 +44,7 @@ class Session:
         stats: RunStats,
         slice_rows: Optional[int] = None,
         continued: bool = False,
+        read_ahead: Optional[ReadAhead] = None,
     ) -> None:
         self._settings_factory = settings
         self._settings: Optional[ClientSettings] = None
@@ -58,6 +60,8 @@ class Session:
         # rest to the next slice (None: no limit); `continued`: a later slice of the same `load`
         self.slice_rows = slice_rows
         self.continued = continued
+        # reads on for the next slice while this one commits (`read_ahead.py`; only with slices, from `load`)
+        self.read_ahead = read_ahead if slice_rows is not None else None
         self._slice_used = 0
         self.started_at = time.time()
         self._lock = threading.Lock()

@@ -44,6 +44,7 @@ from .config import resolve_settings
 from .exceptions import ConfigurationError
 from .fetch import read_children, read_step_metrics
 from .rows import flatten_job, misfit_warning, row_hash
+from .read_ahead import ReadAhead
 from .session import Session
 from .stats import RunStats
 
@@ -76,6 +77,7 @@ def openai_fine_tuning(
     stats: Optional[RunStats] = None,
     slice_rows: Optional[int] = None,
     continued: bool = False,
+    read_ahead: Optional[ReadAhead] = None,
 ) -> Sequence[DltResource]:
     """All fine-tuning jobs of one OpenAI (or Azure OpenAI) project and their checkpoints and events.
 
@@ -101,6 +103,8 @@ def openai_fine_tuning(
             (None, the default for a plain `pipeline.run`: no limit). Not with `job_ids` or `metadata`.
         continued: a later slice of the same `load`: read only what earlier slices left, and do not reset
             the state again for `full_refresh`.
+        read_ahead: reads the next slice's first events pages while a slice commits (`load` passes one per
+            project; see `read_ahead.py`).
     """
     selected = list(dict.fromkeys(resources or defaults.DEFAULT_RESOURCES))
     unknown = [name for name in selected if name not in defaults.RESOURCE_NAMES]
@@ -125,7 +129,7 @@ def openai_fine_tuning(
         (lambda: settings) if settings is not None else (lambda: resolve_settings(explicit)),
         project_name=project_name, resources=selected, job_ids=job_ids, metadata=metadata, reconcile=reconcile,
         full_refresh=full_refresh, transport=transport, stats=stats if stats is not None else RunStats(),
-        slice_rows=None if job_ids or metadata else slice_rows, continued=continued,
+        slice_rows=None if job_ids or metadata else slice_rows, continued=continued, read_ahead=read_ahead,
     )
 
     @dlt.resource(name="jobs", write_disposition="merge", primary_key="id", columns=defaults.JOB_COLUMNS)

@@ -41,6 +41,15 @@ class RunStats:
         with self._lock:
             self.retries += 1
 
+    def absorb(self, other: "RunStats") -> None:
+        """Take over the requests and retries `other` counted (another client's, read ahead for this run)."""
+        with other._lock:
+            requests, retries = other.requests, other.retries
+            other.requests = other.retries = 0
+        with self._lock:
+            self.requests += requests
+            self.retries += retries
+
     def count_rows(self, table: str, kind: str, rows: int = 1) -> None:
         if rows:
             with self._lock:

@@ -1,0 +1,121 @@
+"""Reading on while a slice commits: the next slice's first events pages, read during this slice's load.
+
+A slice of events ends once the slice is full (at a page, see `fetch._read_list`); its rows then
+normalize and load, about a second per 100,000 events with no request in flight. `ReadAhead` fills that
+gap. Once the events resource has deferred jobs to `todo`, `start` reads on for the first `concurrency`
+of them, each from its `after` down to its stop id, at most `budget` rows in all, and keeps the pages. The
+next slice `stop`s it as it starts. Its read of such a job `take`s the pages read ahead and goes on after
+the last of them: no page is read twice and the request count does not change. A job whose pages that
+slice did not take (it filled before reaching the job) keeps them for the slice after, which starts
+there.
+
+What was read ahead commits with the next slice, as if that slice had read it. A run that stops before
+the next slice drops it: the committed state still says where each job's read goes on. One `ReadAhead`
+serves one project's `load` (`load.load` opens it around `run_slices`), with a client of its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import httpx
+
+from .client import ClientSettings, FineTuningClient
+from .exceptions import FineTuningSourceError
+from .stats import RunStats
+
+
+@dataclass
+class Ahead:
+    """One job's pages read ahead: `after` is where its read goes on (the last id read, or where it started);
+    `complete`: the list was read to its end or its stop id; `error`: what the read ran into, for the next
+    slice to meet as its own read would."""
+
+    pages: List[List[Dict[str, Any]]] = field(default_factory=list)
+    after: Optional[str] = None
+    complete: bool = False
+    error: Optional[FineTuningSourceError] = None
+
+
+class ReadAhead:
+    def __init__(self, settings: ClientSettings, *, transport: Optional[httpx.BaseTransport] = None, budget: int) -> None:
+        self._settings = settings
+        self._transport = transport
+        self._budget = budget
+        self._stats = RunStats()  # the read-ahead client's counts, handed to the slice that takes the pages
+        self._client: Optional[FineTuningClient] = None
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._reads: Dict[str, Tuple[Optional[str], "Future[Ahead]"]] = {}  # job id -> (where it started, read)
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._rows = 0
+
+    def __enter__(self) -> "ReadAhead":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def start(self, jobs: Sequence[Tuple[str, Optional[str], Optional[str]]]) -> None:
+        """Read on for these jobs, given as (job id, after, stop id), until `stop` or the budget is spent."""
+        workers = max(self._settings.concurrency, 1)
+        if self._client is None:
+            self._client = FineTuningClient(self._settings, transport=self._transport, stats=self._stats)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fine-tuning-ahead")
+        self._stopped.clear()
+        self._rows = 0
+        reads: Dict[str, Tuple[Optional[str], "Future[Ahead]"]] = {}
+        for job_id, after, stop_at_id in jobs[:workers]:
+            held = self._reads.get(job_id)
+            if held is not None and held[0] == after:  # read ahead before and not taken (that slice filled first)
+                reads[job_id] = held
+            else:
+                reads[job_id] = (after, self._pool.submit(self._read, self._client, job_id, after, stop_at_id))
+        self._reads = reads  # the others are no longer where their jobs go on: dropped
+
+    def stop(self, stats: RunStats) -> None:
+        """The next slice starts: every read ahead ends after its current page; `stats` (that slice's)
+        takes the requests and retries made so far."""
+        self._stopped.set()
+        for _, read in self._reads.values():
+            read.exception()  # wait: the pages must be complete before anyone takes them
+        stats.absorb(self._stats)
+
+    def take(self, job_id: str, after: Optional[str]) -> Optional[Ahead]:
+        """The pages read ahead for this job if its read ahead started where this read starts (`after`)."""
+        started, read = self._reads.pop(job_id, (None, None))
+        if read is None or started != after:
+            return None
+        return read.result()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._client is not None:
+            self._client.close()
+        self._reads.clear()
+
+    def _read(self, client: FineTuningClient, job_id: str, after: Optional[str], stop_at_id: Optional[str]) -> Ahead:
+        ahead = Ahead(after=after)
+        if self._stopped.is_set():
+            return ahead
+        pages = client.list_events(job_id, stop_at_id=stop_at_id, after=after)
+        try:
+            for page in pages:
+                ahead.pages.append(page)
+                ahead.after = page[-1]["id"]
+                with self._lock:
+                    self._rows += len(page)
+                    spent = self._rows >= self._budget
+                if pages.complete or spent or self._stopped.is_set():
+                    break
+            ahead.complete = pages.complete
+        except FineTuningSourceError as exc:
+            ahead.error = exc
+        return ahead

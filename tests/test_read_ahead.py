@@ -1,0 +1,78 @@
+"""While a slice commits, the next slice's first events pages are read ahead (`read_ahead.py`): each page is
+still read once, counted once, and loaded exactly."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, List, Optional, Tuple
+
+import httpx
+
+from openai_fine_tuning.client import ClientSettings
+from openai_fine_tuning.emulator import Emulator
+from openai_fine_tuning.load import load
+from openai_fine_tuning.read_ahead import ReadAhead
+from openai_fine_tuning.stats import RunStats
+
+from .test_slices import PAGE, event_pages, events_asked, listing_order
+
+
+class ThreadsOfEvents(httpx.BaseTransport):
+    """httpx's own transport, noting which thread sent each events request."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+        self._lock = threading.Lock()
+        self.sent: List[Tuple[str, Optional[str]]] = []  # (thread name, after)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            with self._lock:
+                self.sent.append((threading.current_thread().name, request.url.params.get("after")))
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def each_page_once(emu: Emulator) -> List[Tuple[str, Optional[str]]]:
+    """(job id, after) of every events page, as a backfill that reads each page once asks for them."""
+    pages = event_pages(emu, listing_order(emu))
+    asked = [(job_id, pages[n - 1][1][-1] if n and pages[n - 1][0] == job_id else None) for n, (job_id, _) in enumerate(pages)]
+    return sorted(asked, key=str)
+
+
+def test_the_next_slice_s_first_pages_are_read_while_a_slice_commits_once_and_counted(make_loader: Any, caplog: Any) -> None:
+    with Emulator.synthetic(12, events_per_job=60) as emu:
+        loader = make_loader(emu)
+        threads = ThreadsOfEvents()
+        settings = loader.settings(slice_rows=100, page_size=PAGE, concurrency=4)
+        result = load(loader.pipeline(), [("default", settings)], resources=["jobs", "events"], transport=threads)
+        result.raise_first_error()
+        summary = result.summaries[0]
+        assert summary.slices > 3
+        assert any(name.startswith("fine-tuning-ahead") for name, _ in threads.sent)  # read while a slice committed
+        assert sorted(events_asked(emu), key=str) == each_page_once(emu)
+        assert not caplog.records  # no retry, no warning
+        assert summary.requests == emu.count()  # the pages read ahead are counted, once
+        served = sorted(e["id"] for events in emu.events.values() for e in events)
+        assert sorted(r["id"] for r in loader.rows("events", "id")) == served
+        assert summary.changes["events"] == {"new": len(served)}
+
+
+def test_read_ahead_hands_over_its_pages_and_requests_within_its_budget() -> None:
+    with Emulator.synthetic(3, events_per_job=45) as emu:
+        settings = ClientSettings(api_key=emu.api_key, base_url=emu.base_url, page_size=PAGE, concurrency=2)
+        jobs = listing_order(emu)[:2]
+        served = {job_id: [e["id"] for e in reversed(emu.events[job_id])] for job_id in jobs}
+        stats = RunStats()
+        with ReadAhead(settings, budget=25) as ahead:
+            ahead.start([(jobs[0], None, None), (jobs[1], served[jobs[1]][9], None)])
+            first = ahead.take(jobs[0], None)
+            assert ahead.take(jobs[1], None) is None  # read ahead from elsewhere: not this read's pages
+            ahead.stop(stats)
+        assert first is not None and not first.complete and first.error is None
+        read = [event["id"] for page in first.pages for event in page]
+        assert read == served[jobs[0]][:len(read)] and first.after == read[-1]
+        assert 10 <= len(read) < 25 + 2 * PAGE  # stops once the two reads together spent the budget
+        assert stats.requests == emu.count("events") > len(first.pages)  # both reads ahead, the untaken one too
