@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -83,6 +83,31 @@ def test_a_killed_run_followed_by_a_normal_run_is_exact(make_loader: Any, sig: s
         assert emu.count("checkpoints") == len([j for j in emu.jobs.values() if j["status"] not in ("succeeded", "failed", "cancelled")])
 
 
+def killed_when(emu: Emulator, loader: Any, when: Callable[[RequestRecord], bool], **settings: str) -> int:
+    """A load in a child process (`crash_child`, CRASH_* `settings`), SIGKILLed as it sends the first request
+    `when` holds for; its exit status."""
+    env = dict(
+        os.environ, KILL_AT="none", CRASH_URL=emu.base_url, CRASH_KEY=emu.api_key, SIGNAL="KILL",
+        CRASH_DESTINATION=destination_spec(loader), CRASH_DATASET=loader.dataset, CRASH_PIPELINE=loader.pipeline_name,
+        CRASH_PIPELINES_DIR=loader.pipelines_dir, **settings,
+    )
+    child = subprocess.Popen([sys.executable, "-m", "tests.crash_child"], env=env, stderr=subprocess.PIPE, text=True,
+                             cwd=os.path.dirname(os.path.dirname(__file__)))
+    killed = threading.Event()
+
+    def kill(record: RequestRecord) -> None:
+        if when(record) and not killed.is_set():
+            killed.set()
+            child.send_signal(signal.SIGKILL)
+
+    emu.on_request = kill
+    try:
+        child.communicate(timeout=120)
+    finally:
+        emu.on_request = None
+    return child.returncode
+
+
 @pytest.mark.slow
 def test_a_backfill_killed_in_a_late_slice_resumes_where_the_last_slice_ended(make_loader: Any) -> None:
     from .test_slices import SLICE, listing_order, slices_of
@@ -91,25 +116,9 @@ def test_a_backfill_killed_in_a_late_slice_resumes_where_the_last_slice_ended(ma
         loader = make_loader(emu)
         slices = slices_of(emu, listing_order(emu))
         assert len(slices) >= 4
-        env = dict(
-            os.environ, KILL_AT="none", CRASH_URL=emu.base_url, CRASH_KEY=emu.api_key, SIGNAL="KILL",
-            CRASH_DESTINATION=destination_spec(loader), CRASH_DATASET=loader.dataset, CRASH_PIPELINE=loader.pipeline_name,
-            CRASH_PIPELINES_DIR=loader.pipelines_dir, CRASH_SLICE_ROWS=str(SLICE), CRASH_CONCURRENCY="1",
-        )
-        child = subprocess.Popen([sys.executable, "-m", "tests.crash_child"], env=env, stderr=subprocess.PIPE, text=True,
-                                 cwd=os.path.dirname(os.path.dirname(__file__)))
-        killed = threading.Event()
         late = f"/fine_tuning/jobs/{slices[-1][0]}/checkpoints"  # the first job of the last slice
-
-        def kill_in_the_last_slice(record: RequestRecord) -> None:
-            if late in record.path and not killed.is_set():
-                killed.set()
-                child.send_signal(signal.SIGKILL)
-
-        emu.on_request = kill_in_the_last_slice
-        child.communicate(timeout=120)
-        emu.on_request = None
-        assert child.returncode == -signal.SIGKILL
+        status = killed_when(emu, loader, lambda record: late in record.path, CRASH_SLICE_ROWS=str(SLICE), CRASH_CONCURRENCY="1")
+        assert status == -signal.SIGKILL
         committed = {c["id"] for part in slices[:-1] for job_id in part for c in emu.checkpoints[job_id]}
         assert {r["id"] for r in loader.rows("checkpoints", "id")} == committed  # every slice before the kill
         loader.run(slice_rows=SLICE, concurrency=1)
@@ -135,25 +144,11 @@ def test_a_backfill_killed_while_a_slice_goes_on_with_a_job_resumes_after_its_la
         end = [e for e in ends if pages[e][0] == pages[e + 1][0] == pages[e + 2][0]][-1]
         job_id, cursor = pages[end][0], pages[end][1][-1]
         kill_after = pages[end + 1][1][-1]
-        env = dict(
-            os.environ, KILL_AT="none", CRASH_URL=emu.base_url, CRASH_KEY=emu.api_key, SIGNAL="KILL",
-            CRASH_DESTINATION=destination_spec(loader), CRASH_DATASET=loader.dataset, CRASH_PIPELINE=loader.pipeline_name,
-            CRASH_PIPELINES_DIR=loader.pipelines_dir, CRASH_SLICE_ROWS="15", CRASH_CONCURRENCY="1",
-            CRASH_RESOURCES="jobs,events", CRASH_PAGE_SIZE=str(PAGE),
+        status = killed_when(
+            emu, loader, lambda record: record.endpoint == "events" and record.params.get("after") == kill_after,
+            CRASH_SLICE_ROWS="15", CRASH_CONCURRENCY="1", CRASH_RESOURCES="jobs,events", CRASH_PAGE_SIZE=str(PAGE),
         )
-        child = subprocess.Popen([sys.executable, "-m", "tests.crash_child"], env=env, stderr=subprocess.PIPE, text=True,
-                                 cwd=os.path.dirname(os.path.dirname(__file__)))
-        killed = threading.Event()
-
-        def kill_when_the_job_goes_on(record: RequestRecord) -> None:
-            if record.endpoint == "events" and record.params.get("after") == kill_after and not killed.is_set():
-                killed.set()
-                child.send_signal(signal.SIGKILL)
-
-        emu.on_request = kill_when_the_job_goes_on
-        child.communicate(timeout=120)
-        emu.on_request = None
-        assert child.returncode == -signal.SIGKILL
+        assert status == -signal.SIGKILL
         committed = {event_id for _, ids in pages[:end + 1] for event_id in ids}
         assert {r["id"] for r in loader.rows("events", "id")} == committed  # every slice before the kill
         loader.run(resources=["jobs", "events"], slice_rows=15, page_size=PAGE, concurrency=1)

@@ -132,14 +132,19 @@ def as_written_by(loader: Any, fixture: str, resources: List[str]) -> None:
             state["sources"]["openai_fine_tuning"] = json.load(handle)
 
 
+def written_by_main(fixture: str, version: int) -> Any:
+    """The raw state an older main wrote (checked to be of `version`) and what this release reads from it."""
+    with open(fixture) as handle:
+        raw = json.load(handle)
+    assert raw["version"] == version
+    return raw, read_state(raw)
+
+
 V3_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "state_v3_main_a301ba7.json")
 
 
 def test_a_v3_state_reads_as_the_current_version_with_nothing_left_to_do() -> None:
-    with open(V3_FIXTURE) as handle:
-        raw = json.load(handle)
-    assert raw["version"] == 3
-    state = read_state(raw)
+    raw, state = written_by_main(V3_FIXTURE, 3)
     assert all(not resource.todo for resource in state.projects["default"].resources.values())
     written: dict = {}
     write_state(state, written)
@@ -177,10 +182,7 @@ V4_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "state_v4_main_
 
 
 def test_a_v4_state_keeps_each_open_rows_hash_as_a_digest_of_nine_bytes() -> None:
-    with open(V4_FIXTURE) as handle:
-        raw = json.load(handle)
-    assert raw["version"] == 4
-    state = read_state(raw)
+    raw, state = written_by_main(V4_FIXTURE, 4)
     for name, resource in raw["projects"]["default"]["resources"].items():
         for job_id, entry in resource["open"].items():
             hashes = entry.get("hashes")  # events keep the newest id instead
@@ -227,10 +229,7 @@ V5_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "state_v5_main_
 
 
 def test_a_v5_todo_reads_as_jobs_read_from_their_start_and_a_v6_todo_keeps_where_a_read_goes_on() -> None:
-    with open(V5_FIXTURE) as handle:
-        raw = json.load(handle)
-    assert raw["version"] == 5
-    state = read_state(raw)
+    raw, state = written_by_main(V5_FIXTURE, 5)
     todo = state.projects["default"].resources["events"].todo
     assert [item.id for item in todo] == [item["id"] for item in raw["projects"]["default"]["resources"]["events"]["todo"]]
     assert all(item.after is None and item.newest_id is None for item in todo)
@@ -247,8 +246,7 @@ def test_the_first_run_after_the_upgrade_from_version_5_reads_the_todo_it_left(m
     with Emulator.synthetic(12, events_per_job=20) as emu:
         loader = make_loader(emu)
         as_written_by(loader, V5_FIXTURE, resources)  # main at da3b44f, stopped between slices
-        with open(V5_FIXTURE) as handle:
-            left = [item["id"] for item in json.load(handle)["projects"]["default"]["resources"]["events"]["todo"]]
+        left = [item.id for item in written_by_main(V5_FIXTURE, 5)[1].projects["default"].resources["events"].todo]
         loader.run(resources=resources)
         asked = sorted(r.path.split("/")[-2] for r in emu.requests if r.endpoint == "events")
         assert asked == sorted(set(left) | set(open_jobs(emu)))  # the jobs left, each from its start, once
