@@ -53,8 +53,8 @@ class Fetched:
     missing: Optional[NotFoundError] = None
     error: Optional[FineTuningSourceError] = None
     newest_id: Optional[str] = None  # the first item served (lists are newest first)
-    partial: bool = False  # the slice filled before the list's end: `after` is where the next slice goes on
-    after: Optional[str] = None
+    partial: bool = False  # the slice filled before the list's end ...
+    after: Optional[str] = None  # ... and the next slice goes on after this id (None: from the start)
     misfits: List[str] = field(default_factory=list)
     hashes: Dict[str, str] = field(default_factory=dict)  # row id -> content hash (not for events)
     models: List[Tuple[str, str, str]] = field(default_factory=list)  # (model name, checkpoint id, job id)
@@ -113,11 +113,9 @@ def _read_list(
             if ahead.error is not None:
                 raise ahead.error
             complete = ahead.complete
-        if complete:
-            pass
-        elif slice_pages is not None and slice_pages.slice_full:
+        if not complete and slice_pages is not None and slice_pages.slice_full:
             fetched.partial, fetched.after = True, paginator.start_after
-        else:
+        elif not complete:
             for page in paginator:
                 take(page)
                 if slice_pages is not None and slice_pages.slice_full and not paginator.complete:
