@@ -263,8 +263,10 @@ def _read_children(
             to_tables(fetched)
         if not settle(session, plan, fetched, missing=f"{name} answered HTTP 404"):
             continue
+        if not events:  # (events count towards the slice page by page, in `_read_list`)
+            session.count_slice_rows(fetched.rows)
         finished = str(fetched.job.get("status")) in settings.TERMINAL_STATUSES or job_id in plan.relisted
-        if events:  # (their rows counted towards the slice page by page, in `_read_list`)
+        if events:
             batch.extend(fetched.tables)
             batch_rows += fetched.rows
             session.stats.count_rows(name, plan.change(job_id, "", None), fetched.rows)
@@ -275,12 +277,10 @@ def _read_children(
             else:  # (a list that did not complete keeps the newest id the job had: where reading stops)
                 plan.pending(job_id, newest_id=fetched.newest_id if fetched.complete else None)
         elif not fetched.complete:
-            session.count_slice_rows(fetched.rows)
             # checkpoints load only from a listing that completed (`last_listed_at` must mean "served by the
             # job's latest listing"): the job is read whole next run
             plan.pending(job_id)  # the digests of its last complete listing stay
         else:
-            session.count_slice_rows(fetched.rows)
             batch.extend(fetched.tables)
             batch_rows += fetched.rows
             for row_id, digest in fetched.hashes.items():
