@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Tuple
 
 import pytest
 
@@ -32,6 +32,32 @@ EXTRACT_MESSAGE = "while reading the API: nothing of this run was committed; the
 LOAD_MESSAGE = "while loading: the next run first finishes loading what this run read\n"
 
 
+def signalled_child(emu: Emulator, loader: Any, when: Optional[Callable[[RequestRecord], bool]] = None, *,
+                    sig: str = "KILL", kill_at: str = "none", **settings: str) -> Tuple[int, str]:
+    """A load in a child process (`crash_child`, CRASH_* `settings`), sent SIG`sig` at `kill_at` or as it
+    sends the first request `when` holds for; its exit status and stderr."""
+    env = dict(
+        os.environ, KILL_AT=kill_at, CRASH_URL=emu.base_url, CRASH_KEY=emu.api_key, SIGNAL=sig,
+        CRASH_DESTINATION=destination_spec(loader), CRASH_DATASET=loader.dataset, CRASH_PIPELINE=loader.pipeline_name,
+        CRASH_PIPELINES_DIR=loader.pipelines_dir, **settings,
+    )
+    child = subprocess.Popen([sys.executable, "-m", "tests.crash_child"], env=env, stderr=subprocess.PIPE, text=True,
+                             cwd=os.path.dirname(os.path.dirname(__file__)))
+    signalled = threading.Event()
+
+    def send(record: RequestRecord) -> None:
+        if when is not None and when(record) and not signalled.is_set():
+            signalled.set()
+            child.send_signal(getattr(signal, "SIG" + sig))
+
+    emu.on_request = send
+    try:
+        _, err = child.communicate(timeout=120)
+    finally:
+        emu.on_request = None
+    return child.returncode, err
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "kill_at"), CASES, ids=[f"{s}-{a}" for s, a in CASES])
 def test_a_killed_run_followed_by_a_normal_run_is_exact(make_loader: Any, sig: str, kill_at: str) -> None:
@@ -45,30 +71,17 @@ def test_a_killed_run_followed_by_a_normal_run_is_exact(make_loader: Any, sig: s
             job = emu.add_job(status="succeeded" if n else "running", created_at=1_722_000_000 + n)
             emu.add_checkpoint(job["id"])
 
-        env = dict(
-            os.environ, KILL_AT="none" if kill_at == "extract" else kill_at, CRASH_URL=emu.base_url, CRASH_KEY=emu.api_key,
-            CRASH_DESTINATION=destination_spec(loader), CRASH_DATASET=loader.dataset,
-            CRASH_PIPELINE=loader.pipeline_name, CRASH_PIPELINES_DIR=loader.pipelines_dir, SIGNAL=sig,
+        def third_checkpoints_request(record: RequestRecord) -> bool:
+            return record.endpoint == "checkpoints" and sum(1 for r in emu.requests if r.endpoint == "checkpoints") >= 2
+
+        status, err = signalled_child(
+            emu, loader, third_checkpoints_request if kill_at == "extract" else None, sig=sig,
+            kill_at="none" if kill_at == "extract" else kill_at,
         )
-        signum = getattr(signal, "SIG" + sig)
-        child = subprocess.Popen([sys.executable, "-m", "tests.crash_child"], env=env, stderr=subprocess.PIPE, text=True,
-                                 cwd=os.path.dirname(os.path.dirname(__file__)))
-        if kill_at == "extract":
-            killed = threading.Event()
-
-            def kill_on_third_checkpoints_request(record: RequestRecord) -> None:
-                if record.endpoint == "checkpoints" and not killed.is_set():
-                    if sum(1 for r in emu.requests if r.endpoint == "checkpoints") >= 2:
-                        killed.set()
-                        child.send_signal(signum)
-
-            emu.on_request = kill_on_third_checkpoints_request
-        _, err = child.communicate(timeout=120)
-        emu.on_request = None
         if sig == "KILL":
-            assert child.returncode == -signal.SIGKILL
+            assert status == -signal.SIGKILL
         else:
-            assert child.returncode == (143 if sig == "TERM" else 130), err
+            assert status == (143 if sig == "TERM" else 130), err
             message = EXTRACT_MESSAGE if kill_at == "extract" else LOAD_MESSAGE
             assert err.splitlines()[-1] + "\n" == f"error: interrupted by SIG{sig} {message}"
 
@@ -83,31 +96,6 @@ def test_a_killed_run_followed_by_a_normal_run_is_exact(make_loader: Any, sig: s
         assert emu.count("checkpoints") == len([j for j in emu.jobs.values() if j["status"] not in ("succeeded", "failed", "cancelled")])
 
 
-def killed_when(emu: Emulator, loader: Any, when: Callable[[RequestRecord], bool], **settings: str) -> int:
-    """A load in a child process (`crash_child`, CRASH_* `settings`), SIGKILLed as it sends the first request
-    `when` holds for; its exit status."""
-    env = dict(
-        os.environ, KILL_AT="none", CRASH_URL=emu.base_url, CRASH_KEY=emu.api_key, SIGNAL="KILL",
-        CRASH_DESTINATION=destination_spec(loader), CRASH_DATASET=loader.dataset, CRASH_PIPELINE=loader.pipeline_name,
-        CRASH_PIPELINES_DIR=loader.pipelines_dir, **settings,
-    )
-    child = subprocess.Popen([sys.executable, "-m", "tests.crash_child"], env=env, stderr=subprocess.PIPE, text=True,
-                             cwd=os.path.dirname(os.path.dirname(__file__)))
-    killed = threading.Event()
-
-    def kill(record: RequestRecord) -> None:
-        if when(record) and not killed.is_set():
-            killed.set()
-            child.send_signal(signal.SIGKILL)
-
-    emu.on_request = kill
-    try:
-        child.communicate(timeout=120)
-    finally:
-        emu.on_request = None
-    return child.returncode
-
-
 @pytest.mark.slow
 def test_a_backfill_killed_in_a_late_slice_resumes_where_the_last_slice_ended(make_loader: Any) -> None:
     from .test_slices import SLICE, listing_order, slices_of
@@ -117,7 +105,7 @@ def test_a_backfill_killed_in_a_late_slice_resumes_where_the_last_slice_ended(ma
         slices = slices_of(emu, listing_order(emu))
         assert len(slices) >= 4
         late = f"/fine_tuning/jobs/{slices[-1][0]}/checkpoints"  # the first job of the last slice
-        status = killed_when(emu, loader, lambda record: late in record.path, CRASH_SLICE_ROWS=str(SLICE), CRASH_CONCURRENCY="1")
+        status, _ = signalled_child(emu, loader, lambda record: late in record.path, CRASH_SLICE_ROWS=str(SLICE), CRASH_CONCURRENCY="1")
         assert status == -signal.SIGKILL
         committed = {c["id"] for part in slices[:-1] for job_id in part for c in emu.checkpoints[job_id]}
         assert {r["id"] for r in loader.rows("checkpoints", "id")} == committed  # every slice before the kill
@@ -144,7 +132,7 @@ def test_a_backfill_killed_while_a_slice_goes_on_with_a_job_resumes_after_its_la
         end = [e for e in ends if pages[e][0] == pages[e + 1][0] == pages[e + 2][0]][-1]
         job_id, cursor = pages[end][0], pages[end][1][-1]
         kill_after = pages[end + 1][1][-1]
-        status = killed_when(
+        status, _ = signalled_child(
             emu, loader, lambda record: record.endpoint == "events" and record.params.get("after") == kill_after,
             CRASH_SLICE_ROWS="15", CRASH_CONCURRENCY="1", CRASH_RESOURCES="jobs,events", CRASH_PAGE_SIZE=str(PAGE),
         )
