@@ -10,6 +10,7 @@ duplicates, or page forever. Every request is recorded. A test tool, not part of
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,7 +51,10 @@ class Request:
 
 
 class HostileAPI:
-    def __init__(self) -> None:
+    """`tls`: serve HTTPS with this server context (`base_url` then starts with https)."""
+
+    def __init__(self, *, tls: Optional[ssl.SSLContext] = None) -> None:
+        self._tls = tls
         self.jobs: Dict[str, Dict[str, Any]] = {}
         self.checkpoints: Dict[str, List[Dict[str, Any]]] = {}
         self.events: Dict[str, List[Dict[str, Any]]] = {}
@@ -65,6 +69,8 @@ class HostileAPI:
     def __enter__(self) -> "HostileAPI":
         handler = type("Handler", (_Handler,), {"api": self})
         self._server = LoopbackServer(("127.0.0.1", 0), handler)
+        if self._tls is not None:
+            self._server.socket = self._tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -76,7 +82,8 @@ class HostileAPI:
     @property
     def base_url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}/v1"
 
     # -- data, as the reference shows it ---------------------------------------------------------
     def add_job(self, job_id: str, created_at: Any, *, status: str = "succeeded", **extra: Any) -> Dict[str, Any]:
@@ -228,7 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
             else:
                 self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # the client went away (a broken pipe, a reset, or TLS's own error for either)
             self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -364,3 +364,25 @@ def test_checkpoint_permissions_need_the_checkpoints_resource(
     assert (code, err) == (2, "error: checkpoint_permissions are read for the checkpoints the checkpoints resource lists:"
                            " add checkpoints to the resources (e.g. --resources jobs,checkpoints,checkpoint_permissions)\n")
     assert emulator.count() == 0
+
+
+def test_a_response_header_line_that_is_not_a_header_loads_without_a_traceback(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .hostile import KEY, HostileAPI
+    from .test_hostile import served_checkpoints, ten_jobs
+
+    with HostileAPI() as api:
+        ten_jobs(api)
+        api.rule("jobs", headers={"not a header name": "1"})  # a space in the name: http.client stops its headers there
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", api.base_url)
+        code, out, err = run_cli(capsys, "load")
+        assert (code, err) == (0, "")  # no warning, no traceback: the answer itself was whole
+        assert (api.count("jobs"), api.count("checkpoints")) == (1, 10)  # nothing retried
+        served = served_checkpoints(api)
+    import duckdb
+
+    with duckdb.connect("fine_tuning.duckdb", read_only=True) as connection:
+        loaded = sorted(row[0] for row in connection.execute("SELECT id FROM openai_fine_tuning.checkpoints").fetchall())
+    assert loaded == served

@@ -274,6 +274,16 @@ def test_a_child_list_that_never_ends_is_a_per_job_failure(api: HostileAPI, run:
     assert run.ids("checkpoints") == sorted(c["id"] for j in jobs if j != jobs[2] for c in api.checkpoints[j])
 
 
+def test_a_server_that_ends_each_connection_with_its_answer_loads_exactly(api: HostileAPI, run: Run) -> None:
+    jobs = ten_jobs(api)
+    for endpoint in ("jobs", "checkpoints"):
+        api.rule(endpoint, headers={"connection": "close"})  # as an HTTP/1.0 proxy answers: no keep-alive
+    assert run().exit_code == 0
+    assert run.ids("jobs") == sorted(jobs)
+    assert run.ids("checkpoints") == served_checkpoints(api)
+    assert api.count("checkpoints") == len(jobs)  # each read once: no answer was cut short and retried
+
+
 def test_duplicates_within_and_across_pages_load_once(api: HostileAPI, run: Run) -> None:
     jobs = ten_jobs(api)
     for step in range(2, 8):

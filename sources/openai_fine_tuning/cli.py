@@ -37,8 +37,11 @@ class _RedactingFilter(logging.Filter):
 def log_to_stderr(verbose: bool, secrets: List[str]) -> Iterator[None]:
     """Log to stderr through the redacting filter while the command runs; restore the previous setup after
     (the command also runs in-process, from tests and the Airflow task)."""
-    root, dlt_logger = logging.getLogger(), logging.getLogger("dlt")
+    root, dlt_logger, http_logger = logging.getLogger(), logging.getLogger("dlt"), logging.getLogger("urllib3")
     saved = (root.handlers[:], root.level, dlt_logger.handlers[:], os.environ.get("RUNTIME__LOG_FORMAT"))
+    saved_http_level = http_logger.level
+    if not verbose:  # urllib3 warns with a traceback about a header line it could not parse; the run goes on
+        http_logger.setLevel(logging.ERROR)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if not verbose else "%(asctime)s %(name)s %(levelname)s: %(message)s"))
     handler.addFilter(_RedactingFilter(lambda: secrets))
@@ -55,6 +58,7 @@ def log_to_stderr(verbose: bool, secrets: List[str]) -> Iterator[None]:
     finally:
         root.handlers[:], level, dlt_logger.handlers[:], log_format = saved
         root.setLevel(level)
+        http_logger.setLevel(saved_http_level)
         if log_format is None:
             os.environ.pop("RUNTIME__LOG_FORMAT", None)
 

@@ -1,4 +1,4 @@
-"""HTTP access to the fine-tuning list endpoints: one httpx.Client, retries with tenacity, clear errors.
+"""HTTP access to the fine-tuning list endpoints: one pooled client, retries with tenacity, clear errors.
 
 Layers: `FineTuningClient.get` retries one `_get_once` attempt; `error_from_response` maps an error
 response to an exception (a pure function); `retry_after_seconds` reads the wait the server asked for.
@@ -34,7 +34,7 @@ from .exceptions import (
 from .paginator import CursorPaginator
 from .redaction import redact_text, redact_url
 from .stats import RunStats
-from .transport import BoundedTransport, Cancelled, DeadlineExceeded, deadline
+from .transport import Cancelled, DeadlineExceeded, DirectClient, Response, deadline
 
 logger = logging.getLogger(__name__)
 
@@ -106,21 +106,26 @@ class FineTuningClient:
             if config.project:
                 headers["OpenAI-Project"] = config.project
         pool = max(config.concurrency, 1) + 4
-        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         self._cancelled = threading.Event()
         # a transport passed in is its owner's to close: the clients of one load (each slice's, the read ahead's)
         # share it, and closing it under the others would break their requests in flight
         self._owns_transport = transport is None
+        self._http: Any
         if transport is None and not any(os.environ.get(name) for name in _PROXY_VARIABLES):
-            transport = BoundedTransport(limits=limits, cancelled=self._cancelled)
-        self._http = httpx.Client(
-            base_url=config.api_root,
-            headers=headers,
-            params=params,
-            timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout),
-            limits=limits,
-            transport=transport,
-        )
+            self._http = DirectClient(
+                base_url=config.api_root, headers=headers, params=params, connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout, max_connections=pool, cancelled=self._cancelled,
+            )
+        else:  # tests' in-process transports, and proxies from the environment: httpx (see `transport.py`)
+            limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+            self._http = httpx.Client(
+                base_url=config.api_root,
+                headers=headers,
+                params=params,
+                timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout),
+                limits=limits,
+                transport=transport,
+            )
         self._lock = threading.Lock()
         self._reached = False  # a response came back (any status)
         self._succeeded = False  # a 2xx came back
@@ -292,16 +297,16 @@ class FineTuningClient:
         )
 
 
-def _request_id(response: httpx.Response) -> Optional[str]:
+def _request_id(response: Response) -> Optional[str]:
     return response.headers.get("x-request-id") or response.headers.get("apim-request-id")
 
 
-def _request_id_suffix(response: httpx.Response) -> str:
+def _request_id_suffix(response: Response) -> str:
     request_id = _request_id(response)
     return f" (request id {request_id})" if request_id else ""
 
 
-def error_from_response(response: httpx.Response, *, url: str, secrets: Sequence[str] = (), first: bool = False) -> APIStatusError:
+def error_from_response(response: Response, *, url: str, secrets: Sequence[str] = (), first: bool = False) -> APIStatusError:
     """The exception for an HTTP error status: its class, whether a retry can help, the wait the server
     asked for, and a one-line message with a hint and the request id. `first`: no request succeeded yet."""
     status = response.status_code
@@ -365,7 +370,7 @@ def retry_after_seconds(headers: Mapping[str, str], *, now: Callable[[], float] 
         return None
 
 
-def _parse_error_body(response: httpx.Response) -> Tuple[str, Optional[str], Optional[str]]:
+def _parse_error_body(response: Response) -> Tuple[str, Optional[str], Optional[str]]:
     """OpenAI: {"error": {"message","type","param","code"}}; Azure: {"error": {"code","message"}} or
     {"statusCode", "message"}; proxies: HTML. Returns (message, type, code)."""
     try:
