@@ -76,3 +76,37 @@ def test_read_ahead_hands_over_its_pages_and_requests_within_its_budget() -> Non
         assert read == served[jobs[0]][:len(read)] and first.after == read[-1]
         assert 10 <= len(read) < 25 + 2 * PAGE  # stops once the two reads together spent the budget
         assert stats.requests == emu.count("events") > len(first.pages)  # both reads ahead, the untaken one too
+
+
+def test_read_ahead_goes_on_with_the_next_jobs_as_reads_end_until_the_budget_is_spent() -> None:
+    with Emulator.synthetic(6, events_per_job=3) as emu:
+        jobs = listing_order(emu)
+        served = {job_id: [e["id"] for e in reversed(emu.events[job_id])] for job_id in jobs}
+        assert all(0 < len(ids) <= PAGE for ids in served.values())  # one page a job
+
+        # more jobs than threads: each thread takes the next job once its read ends, so the load's whole gap fills
+        settings = ClientSettings(api_key=emu.api_key, base_url=emu.base_url, page_size=PAGE, concurrency=2)
+        with ReadAhead(settings, budget=1000) as ahead:
+            ahead.start([(job_id, None, None) for job_id in jobs])
+            taken = [ahead.take(job_id, None) for job_id in jobs]
+        assert [[e["id"] for page in read.pages for e in page] for read in taken if read] == [served[j] for j in jobs]
+        assert all(read is not None and read.complete for read in taken)
+        assert emu.count("events") == len(jobs)
+
+        # once the budget is spent, the jobs not started yet are not read (one thread: a fixed order)
+        emu.reset_counts()
+        settings = ClientSettings(api_key=emu.api_key, base_url=emu.base_url, page_size=PAGE, concurrency=1)
+        stats = RunStats()
+        with ReadAhead(settings, budget=len(served[jobs[0]]) + len(served[jobs[1]])) as ahead:
+            ahead.start([(job_id, None, None) for job_id in jobs])
+            last = ahead.take(jobs[-1], None)  # one thread: the last job's read ends after all the others
+            assert last is not None and last.pages == [] and not last.read_anything
+            ahead.stop(stats)
+            assert emu.count("events") == 2
+            # the next gap: the two jobs read before keep their pages; the budget reads the next two
+            ahead.start([(job_id, None, None) for job_id in jobs])
+            taken = [ahead.take(job_id, None) for job_id in jobs]
+            ahead.stop(stats)
+        assert [len(read.pages) if read else None for read in taken] == [1, 1, 1, 1, 0, 0]
+        assert all(read is not None and read.after is None and not read.complete for read in taken[4:])
+        assert emu.count("events") == stats.requests == 4

@@ -2,8 +2,9 @@
 
 A slice of events ends once the slice is full (at a page, see `fetch._read_list`); its rows then
 normalize and load, about a second per 100,000 events with no request in flight. `ReadAhead` fills that
-gap. Once the events resource has deferred jobs to `todo`, `start` reads on for the first `concurrency`
-of them, each from its `after` down to its stop id, at most `budget` rows in all, and keeps the pages. The
+gap. Once the events resource has deferred jobs to `todo`, `start` reads on through them in order,
+`concurrency` at a time (a thread whose job ends takes the next one), each from its `after` down to its stop
+id, at most `budget` rows in all, and keeps the pages. The
 next slice `stop`s it as it starts. Its read of such a job `take`s the pages read ahead and goes on after
 the last of them: no page is read twice and the request count does not change. A job whose pages that
 slice did not take (it filled before reaching the job) keeps them for the slice after, which starts
@@ -39,6 +40,11 @@ class Ahead:
     complete: bool = False
     error: Optional[FineTuningSourceError] = None
 
+    @property
+    def read_anything(self) -> bool:
+        """False for a read that never started (stopped or out of budget first): the next start reads it."""
+        return bool(self.pages) or self.complete or self.error is not None
+
 
 class ReadAhead:
     def __init__(self, settings: ClientSettings, *, transport: Optional[httpx.BaseTransport] = None, budget: int) -> None:
@@ -60,7 +66,8 @@ class ReadAhead:
         self.close()
 
     def start(self, jobs: Sequence[Tuple[str, Optional[str], Optional[str]]]) -> None:
-        """Read on for these jobs, given as (job id, after, stop id), until `stop` or the budget is spent."""
+        """Read on for these jobs, given as (job id, after, stop id), in order and `concurrency` at a time,
+        until `stop` or the budget is spent (a job not started by then is not read)."""
         workers = max(self._settings.concurrency, 1)
         if self._client is None:
             self._client = FineTuningClient(self._settings, transport=self._transport, stats=self._stats)
@@ -69,10 +76,10 @@ class ReadAhead:
         self._stopped.clear()
         self._rows = 0
         reads: Dict[str, Tuple[Optional[str], "Future[Ahead]"]] = {}
-        for job_id, after, stop_at_id in jobs[:workers]:
+        for job_id, after, stop_at_id in jobs:
             held = self._reads.get(job_id)
-            if held is not None and held[0] == after:  # read ahead before and not taken (that slice filled first)
-                reads[job_id] = held
+            if held is not None and held[0] == after and held[1].result().read_anything:
+                reads[job_id] = held  # read ahead before and not taken (that slice filled first)
             else:
                 reads[job_id] = (after, self._pool.submit(self._read, self._client, job_id, after, stop_at_id))
         self._reads = reads  # the others are no longer where their jobs go on: dropped
@@ -103,7 +110,9 @@ class ReadAhead:
 
     def _read(self, client: FineTuningClient, job_id: str, after: Optional[str], stop_at_id: Optional[str]) -> Ahead:
         ahead = Ahead(after=after)
-        if self._stopped.is_set():
+        with self._lock:
+            spent = self._rows >= self._budget
+        if spent or self._stopped.is_set():
             return ahead
         pages = client.list_events(job_id, stop_at_id=stop_at_id, after=after)
         try:
