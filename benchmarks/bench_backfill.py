@@ -28,13 +28,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def serve(conn: Any, args: argparse.Namespace) -> None:
     """The emulator in its own process, so that serving does not compete with the loader for the GIL.
-    It answers commands from the pipe: "count", "open", "reset", "stop"."""
+    It answers commands from the pipe: "count", "open", "reset", "cpu" (its CPU seconds since the reset), "stop"."""
     from openai_fine_tuning.emulator import Emulator
 
     jobs = 0 if args.scenario == "empty" else args.jobs
     # as in a real account, the jobs still running are the newest ones: the no-op run re-reads those
     emu = Emulator.synthetic(jobs, checkpoints_per_job=args.checkpoints, open_jobs=args.open_jobs,
                              events_per_job=args.events) if jobs else Emulator()
+    served_from = time.process_time()
     with emu:
         emu.latency = args.latency
         conn.send((emu.base_url, emu.api_key))
@@ -46,7 +47,10 @@ def serve(conn: Any, args: argparse.Namespace) -> None:
                 conn.send(sum(1 for j in emu.jobs.values() if j["status"] not in ("succeeded", "failed", "cancelled")))
             elif command == "reset":
                 emu.reset_counts()
+                served_from = time.process_time()
                 conn.send(None)
+            elif command == "cpu":
+                conn.send(time.process_time() - served_from)
             else:
                 conn.send(None)
                 return
@@ -109,14 +113,17 @@ def scenario(args: argparse.Namespace) -> Dict[str, Any]:
         )
         for run in ("backfill", "noop") if args.scenario != "empty" else ("empty",):
             emulator.ask("reset")
+            cpu = time.process_time()
             started = time.perf_counter()
             result = load(pipeline, [("default", settings)], resources=resources)
             result.raise_first_error()
             summary = result.summaries[0]
             seconds = time.perf_counter() - started
+            cpu = time.process_time() - cpu
             rows = sum(summary.rows.values())
             results[run] = {
-                "seconds": round(seconds, 3), "requests": emulator.ask("count"), "rows": rows,
+                "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "requests": emulator.ask("count"), "rows": rows,
+                "emulator_cpu_seconds": round(emulator.ask("cpu"), 3),
                 "rows_per_second": round(rows / seconds, 1) if seconds else 0.0, "open_jobs": emulator.ask("open"),
             }
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
