@@ -75,7 +75,7 @@ def test_read_ahead_hands_over_its_pages_and_requests_within_its_budget() -> Non
         read = [event["id"] for page in first.pages for event in page]
         assert read == served[jobs[0]][:len(read)] and first.after == read[-1]
         assert 10 <= len(read) < 25 + 2 * PAGE  # stops once the two reads together spent the budget
-        assert stats.requests == emu.count("events") > len(first.pages)  # both reads ahead, the untaken one too
+        assert stats.requests == emu.count("events") > len(first.packed)  # both reads ahead, the untaken one too
 
 
 def test_read_ahead_goes_on_with_the_next_jobs_as_reads_end_until_the_budget_is_spent() -> None:
@@ -100,13 +100,13 @@ def test_read_ahead_goes_on_with_the_next_jobs_as_reads_end_until_the_budget_is_
         with ReadAhead(settings, budget=len(served[jobs[0]]) + len(served[jobs[1]])) as ahead:
             ahead.start([(job_id, None, None) for job_id in jobs])
             last = ahead.take(jobs[-1], None)  # one thread: the last job's read ends after all the others
-            assert last is not None and last.pages == [] and not last.read_anything
+            assert last is not None and last.packed == [] and not last.read_anything
             ahead.stop(stats)
             assert emu.count("events") == 2
             # the next gap: the two jobs read before keep their pages; the budget reads the next two
             ahead.start([(job_id, None, None) for job_id in jobs])
             taken = [ahead.take(job_id, None) for job_id in jobs]
             ahead.stop(stats)
-        assert [len(read.pages) if read else None for read in taken] == [1, 1, 1, 1, 0, 0]
+        assert [len(read.packed) if read else None for read in taken] == [1, 1, 1, 1, 0, 0]
         assert all(read is not None and read.after is None and not read.complete for read in taken[4:])
         assert emu.count("events") == stats.requests == 4

@@ -17,10 +17,11 @@ serves one project's `load` (`load.load` opens it around `run_slices`), with a c
 
 from __future__ import annotations
 
+import pickle
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import httpx
 
@@ -35,15 +36,21 @@ class Ahead:
     `complete`: the list was read to its end or its stop id; `error`: what the read ran into, for the next
     slice to meet as its own read would."""
 
-    pages: List[List[Dict[str, Any]]] = field(default_factory=list)
+    packed: List[bytes] = field(default_factory=list)
     after: Optional[str] = None
     complete: bool = False
     error: Optional[FineTuningSourceError] = None
 
     @property
+    def pages(self) -> Iterator[List[Dict[str, Any]]]:
+        """The pages, in the order served. They are held pickled: a page of 100 events takes 19 KB so, not
+        the 105 KB of its objects, and the read-ahead runs while a slice's load holds the most memory."""
+        return (pickle.loads(page) for page in self.packed)
+
+    @property
     def read_anything(self) -> bool:
         """False for a read that never started (stopped or out of budget first): the next start reads it."""
-        return bool(self.pages) or self.complete or self.error is not None
+        return bool(self.packed) or self.complete or self.error is not None
 
 
 class ReadAhead:
@@ -117,7 +124,7 @@ class ReadAhead:
         pages = client.list_events(job_id, stop_at_id=stop_at_id, after=after)
         try:
             for page in pages:
-                ahead.pages.append(page)
+                ahead.packed.append(pickle.dumps(page, protocol=pickle.HIGHEST_PROTOCOL))
                 ahead.after = page[-1]["id"]
                 with self._lock:
                     self._rows += len(page)
