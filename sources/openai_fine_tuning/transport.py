@@ -4,7 +4,7 @@ Why urllib3 under the client and not `httpx.Client`: a backfill sends thousands 
 threads that share one GIL, so the CPU each request costs in Python slows every other request down.
 Measured against the emulator at concurrency 16 (2026-12-06, x86_64, 2 cores): `httpx.Client.get` 1,600
 µs of CPU a request, httpx's transport alone 1,040 µs, urllib3 460 µs; the events backfill of 200 x 2,000
-events took 19.5 to 21.4 s against 21.6 to 23.8 s, with 14 to 17 s of CPU against 18 to 22 s.
+events took 19.4 to 21.7 s against 22.4 to 24.3 s, with 13.5 to 16.8 s of CPU against 18.0 to 20.1 s.
 
 `DirectClient.get` keeps the part of `httpx.Client.get`'s contract `FineTuningClient` uses, so that both
 are handled the same way: the response has `status_code`, `headers`, `content`, `reason_phrase`,
@@ -168,24 +168,26 @@ class _BoundedSocket:
         return getattr(self.sock, name)
 
 
-class _Connection(urllib3.connection.HTTPConnection):
+class _Bounded:
+    """Mixed into urllib3's connection classes: once connected (TLS included), the socket is bounded."""
+
+    sock: Any
+
     def __init__(self, *args: Any, cancelled: threading.Event, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         self._cancelled = cancelled
 
     def connect(self) -> None:
-        super().connect()
-        self.sock = _BoundedSocket(self.sock, self._cancelled)  # type: ignore[assignment]
+        super().connect()  # type: ignore[misc]
+        self.sock = _BoundedSocket(self.sock, self._cancelled)
 
 
-class _TLSConnection(urllib3.connection.HTTPSConnection):
-    def __init__(self, *args: Any, cancelled: threading.Event, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._cancelled = cancelled
+class _Connection(_Bounded, urllib3.connection.HTTPConnection):
+    pass
 
-    def connect(self) -> None:
-        super().connect()
-        self.sock = _BoundedSocket(self.sock, self._cancelled)  # type: ignore[assignment]
+
+class _TLSConnection(_Bounded, urllib3.connection.HTTPSConnection):
+    pass
 
 
 class _Pool(urllib3.HTTPConnectionPool):
@@ -289,7 +291,7 @@ def _as_httpx_error(exc: HTTPError) -> httpx.TransportError:
     """urllib3's failure as the httpx exception the client handles, with the underlying reason as its text."""
     cause = exc.__cause__ or exc.__context__
     if isinstance(exc, NewConnectionError):  # (a subclass of ConnectTimeoutError: before it)
-        return httpx.ConnectError(str(cause or exc._message))
+        return httpx.ConnectError(str(cause or exc))
     if isinstance(exc, ConnectTimeoutError):
         return httpx.ConnectTimeout("timed out")
     if isinstance(exc, ReadTimeoutError):
