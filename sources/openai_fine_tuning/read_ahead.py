@@ -117,21 +117,22 @@ class ReadAhead:
 
     def _read(self, client: FineTuningClient, job_id: str, after: Optional[str], stop_at_id: Optional[str]) -> Ahead:
         ahead = Ahead(after=after)
-        with self._lock:
-            spent = self._rows >= self._budget
-        if spent or self._stopped.is_set():
+        if self._count(0) or self._stopped.is_set():
             return ahead
         pages = client.list_events(job_id, stop_at_id=stop_at_id, after=after)
         try:
             for page in pages:
                 ahead.packed.append(pickle.dumps(page, protocol=pickle.HIGHEST_PROTOCOL))
                 ahead.after = page[-1]["id"]
-                with self._lock:
-                    self._rows += len(page)
-                    spent = self._rows >= self._budget
-                if pages.complete or spent or self._stopped.is_set():
+                if self._count(len(page)) or pages.complete or self._stopped.is_set():
                     break
             ahead.complete = pages.complete
         except FineTuningSourceError as exc:
             ahead.error = exc
         return ahead
+
+    def _count(self, rows: int) -> bool:
+        """Add `rows` to the rows read ahead since `start`; True once the budget is spent."""
+        with self._lock:
+            self._rows += rows
+            return self._rows >= self._budget
