@@ -75,7 +75,9 @@ def test_read_ahead_hands_over_its_pages_and_requests_within_its_budget() -> Non
         read = [event["id"] for page in first.pages for event in page]
         assert read == served[jobs[0]][:len(read)] and first.after == read[-1]
         assert 10 <= len(read) < 25 + 2 * PAGE  # stops once the two reads together spent the budget
-        assert stats.requests == emu.count("events") > len(first.packed)  # both reads ahead, the untaken one too
+        # every request read ahead is counted once: the untaken read's too, if it started before the budget was
+        # spent (the next test counts untaken reads in a fixed order)
+        assert stats.requests == emu.count("events") >= len(first.packed)
 
 
 def test_read_ahead_goes_on_with_the_next_jobs_as_reads_end_until_the_budget_is_spent() -> None:
