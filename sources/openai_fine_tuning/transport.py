@@ -27,6 +27,7 @@ import contextvars
 import http.client
 import io
 import json
+import logging
 import os
 import socket
 import ssl
@@ -47,6 +48,8 @@ from urllib3.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
+
+logger = logging.getLogger(__name__)
 
 SLICE_SECONDS = 0.25  # how long one socket read waits before looking at the deadline and the cancel flag
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -260,6 +263,7 @@ class DirectClient:
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout), cancelled=cancelled, **options,
         )
         self._read_timeout = read_timeout
+        self._origin = f"{url.scheme}://{url.netloc}"
         self._prefix = (url.path or "").rstrip("/") + "/"
         self._headers = {"Accept-Encoding": "gzip, deflate", **headers}
         self._params: List[Tuple[str, Any]] = list(params.items())
@@ -281,6 +285,9 @@ class DirectClient:
             raise httpx.ReadError(str(exc)) from exc
         except HTTPError as exc:
             raise _as_httpx_error(exc) from None
+        if logger.isEnabledFor(logging.INFO):  # each request, as httpx logged it (`--verbose` shows them)
+            logger.info('HTTP Request: GET %s%s "HTTP/1.1 %d %s"', self._origin, self.target(path, params),
+                        response.status, response.reason or "")
         return Reply(response.status, response.headers, response.data, response.reason or "")
 
     def close(self) -> None:
