@@ -274,9 +274,10 @@ class DirectClient:
         return self._prefix + quote(path.lstrip("/"), safe=_PATH_SAFE) + (f"?{query}" if query else "")
 
     def get(self, path: str, *, params: Optional[Mapping[str, Any]] = None) -> Reply:
+        target = self.target(path, params)
         try:
             response = self._pool.urlopen(
-                "GET", self.target(path, params), headers=self._headers, redirect=False, retries=False,
+                "GET", target, headers=self._headers, redirect=False, retries=False,
                 preload_content=True, pool_timeout=self._read_timeout,
             )
         except DeadlineExceeded as exc:
@@ -286,8 +287,7 @@ class DirectClient:
         except HTTPError as exc:
             raise _as_httpx_error(exc) from None
         if logger.isEnabledFor(logging.INFO):  # each request, as httpx logged it (`--verbose` shows them)
-            logger.info('HTTP Request: GET %s%s "HTTP/1.1 %d %s"', self._origin, self.target(path, params),
-                        response.status, response.reason or "")
+            logger.info('HTTP Request: GET %s%s "HTTP/1.1 %d %s"', self._origin, target, response.status, response.reason or "")
         return Reply(response.status, response.headers, response.data, response.reason or "")
 
     def close(self) -> None:
