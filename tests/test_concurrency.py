@@ -8,7 +8,7 @@ from typing import Iterator, List, Tuple
 from openai_fine_tuning.concurrency import concurrently
 
 
-def test_at_most_workers_plus_two_tasks_are_taken_before_a_result_is_consumed() -> None:
+def test_at_most_twice_the_workers_tasks_are_taken_before_a_result_is_consumed() -> None:
     taken: List[int] = []
     release = threading.Event()
 
@@ -25,6 +25,6 @@ def test_at_most_workers_plus_two_tasks_are_taken_before_a_result_is_consumed() 
     timer.start()
     results = concurrently(tasks(), work, 4, on_abort=release.set)
     first = next(results)
-    assert len(taken) == 4 + 2 and first in taken
+    assert len(taken) == 2 * 4 and first in taken
     assert sorted([first, *results]) == list(range(20))
     timer.cancel()

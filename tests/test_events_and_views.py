@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
@@ -53,6 +54,27 @@ def test_events_load_exactly_and_incrementally(make_loader: Any) -> None:
         loader.run(resources=["jobs", "checkpoints", "events"])
         assert f"/v1/fine_tuning/jobs/{running['id']}/events" not in [r.path for r in emu.requests]
         assert loader.column_types("events")["data__train_loss"] in ("double", "double precision")
+
+
+def test_an_event_id_served_under_two_jobs_loads_once_with_a_warning(make_loader: Any, caplog: Any) -> None:
+    """The events merge is declared deduplicated (no window function): the source stages each id once. A
+    server that lists one event id under two jobs gets one row, the first served job's, and a warning."""
+    with Emulator.synthetic(3, events_per_job=4) as emu:
+        first, second = sorted(emu.events)[:2]
+        original = emu.events[first][-1]  # the job's newest event
+        emu.events[second].append(dict(original, message="the second job's copy"))
+        loader = make_loader(emu)
+        with caplog.at_level(logging.WARNING):
+            loader.run(resources=["jobs", "events"], concurrency=1)
+        rows = loaded_events(loader)
+        shared = [row for row in rows if row[0] == original["id"]]
+        assert [row for row in rows if row[0] != original["id"]] == [
+            row for row in expected_events(emu) if row[0] != original["id"]]
+        assert len(shared) == 1
+        kept, other = (first, second) if shared[0][1] == first else (second, first)
+        assert shared[0][4] == (original["message"] if kept == first else "the second job's copy")
+        assert (f"events: 1 event id(s) of job {other} were served under another job earlier in the same slice"
+                f" (first: {original['id']}); each keeps the row of the job that served it first") in caplog.text
 
 
 def best_by_rule(checkpoints: List[Dict[str, Any]]) -> Optional[Tuple[str, int]]:

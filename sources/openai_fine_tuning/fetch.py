@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 import dlt
 import pyarrow as pa
@@ -28,6 +28,7 @@ from .exceptions import (
 from .catalog import ResourcePlan, result_file_ids
 from .concurrency import concurrently
 from .permissions import read_permissions
+from .packed import objects_by_id, pack
 from .read_ahead import Ahead
 from .result_files import result_table
 from .rows import items_to_arrow, misfit_warning, row_hash, with_datetimes
@@ -42,11 +43,13 @@ RUN_FATAL = (AuthenticationError, QuotaExceededError, RequestCancelled, InvalidU
 
 @dataclass
 class Fetched:
-    """One job's list: read in a worker thread (`items`, the raw objects), then turned into compact Arrow
-    tables in the consuming thread (`tables`; see `_read_children`)."""
+    """One job's list: read in a worker thread (`items`, the decoded objects, or for events `packed`, the
+    pages pickled), then turned into compact Arrow tables in the consuming thread (`tables`; see
+    `_read_children`)."""
 
     job: Dict[str, Any]
     items: List[Dict[str, Any]] = field(default_factory=list)
+    packed: List[bytes] = field(default_factory=list)  # events: the pages, pickled (`packed.py`)
     tables: List[pa.Table] = field(default_factory=list)
     rows: int = 0
     complete: bool = False
@@ -80,36 +83,47 @@ def per_job(fetched: Fetched) -> Iterator[None]:
 
 
 def _read_list(
-    job: Dict[str, Any], paginator: Any, *, slice_pages: Optional[Session] = None, ahead: Optional[Ahead] = None
+    job: Dict[str, Any], paginator: Any, *, packing: bool = False, slice_pages: Optional[Session] = None,
+    ahead: Optional[Ahead] = None,
 ) -> Fetched:
-    """Page one job's list to the end (or to the known id) in a worker thread, keeping the decoded objects:
-    an id served twice (within or across pages) keeps its last served version. Turning them into Arrow is
-    left to the consuming thread, so the worker threads do I/O and decoding only (Python work in 16 threads
-    contends for one GIL: measured on events, the same work costs more CPU there).
+    """Page one job's list to the end (or to the known id) in a worker thread. Checkpoints keep the decoded
+    objects (`items`: an id served twice, within or across pages, keeps its last served version); with
+    `packing` (events) the pages stay pickled (`packed`, see `packed.py`) and the consuming thread unpacks
+    them the same way.
+    Turning them into Arrow is left to the consuming thread, so the worker threads do I/O and decoding only
+    (Python work in 16 threads contends for one GIL: measured on events, the same work costs more CPU there).
 
     `slice_pages` (events in a sliced run): each page counts towards the session's slice as it arrives, and
     once the slice is full the read stops at a page boundary, `partial`, with `after` the last id read (or
     the paginator's `start_after` when it read nothing). The other jobs in flight stop within one page, so a
     slice ends without waiting for whole jobs, and a job longer than a slice is read over several.
 
-    `ahead`: the job's first pages, read ahead while the previous slice committed (`read_ahead.py`); they
-    come first, whatever the slice holds, and `paginator` goes on after them (its `start_after`)."""
+    `ahead` (events): the job's first pages, read ahead while the previous slice committed (`read_ahead.py`);
+    they come first, whatever the slice holds, and `paginator` goes on after them (its `start_after`)."""
     fetched = Fetched(job=job)
     items: Dict[str, Dict[str, Any]] = {}
+
+    def count(rows: int) -> None:
+        fetched.rows += rows
+        if slice_pages is not None:
+            slice_pages.count_slice_rows(rows)
 
     def take(page: List[Dict[str, Any]]) -> None:
         if fetched.newest_id is None:
             fetched.newest_id = page[0]["id"]
-        for item in page:
-            items[item["id"]] = item
-        if slice_pages is not None:
-            slice_pages.count_slice_rows(len(page))
+        if packing:
+            fetched.packed.append(pack(page))
+        else:
+            for item in page:
+                items[item["id"]] = item
+        count(len(page))
 
     complete = False
     with per_job(fetched):
         if ahead is not None:
-            for page in ahead.pages:
-                take(page)
+            fetched.packed.extend(ahead.packed)
+            fetched.newest_id = ahead.first_id
+            count(ahead.rows)
             if ahead.error is not None:
                 raise ahead.error
             complete = ahead.complete
@@ -124,8 +138,9 @@ def _read_list(
             complete = paginator.complete
     if fetched.stopped:
         return fetched
-    fetched.items = list(items.values())
-    fetched.rows = len(fetched.items)
+    if not packing:
+        fetched.items = list(items.values())
+        fetched.rows = len(fetched.items)
     fetched.complete = complete
     return fetched
 
@@ -144,6 +159,24 @@ def settle(session: Session, plan: ResourcePlan, fetched: Fetched, *, missing: s
     if fetched.misfits:
         logger.warning("%s", misfit_warning(plan.name, job_id, fetched.misfits))
     return True
+
+
+def first_served(items: List[Dict[str, Any]], staged: Set[str], *, job_id: str) -> List[Dict[str, Any]]:
+    """Events: the objects of one job whose id no earlier job of this load package served. The events merge
+    is declared deduplicated (each id staged once), and an event id belongs to one job; a server that lists
+    one id under two jobs gets the first job's row and a warning naming both the id and the job."""
+    ids = [item["id"] for item in items]
+    if staged.isdisjoint(ids):
+        staged.update(ids)
+        return items
+    repeated = [row_id for row_id in ids if row_id in staged]
+    logger.warning(
+        "events: %d event id(s) of job %s were served under another job earlier in the same slice (first: %s); each"
+        " keeps the row of the job that served it first", len(repeated), job_id, repeated[0],
+    )
+    kept = [item for item in items if item["id"] not in staged]
+    staged.update(ids)
+    return kept
 
 
 def _concat(tables: List[pa.Table]) -> pa.Table:
@@ -210,6 +243,7 @@ def _read_children(
     extra_columns: Dict[str, Any] = {} if events else {"last_listed_at": listed_at}
 
     sliced = session if session.slice_rows is not None else None
+    staged: Set[str] = set()  # the event ids of this load package (see `first_served`)
 
     def read(job: Dict[str, Any], known_newest: Optional[str], resume: Optional[TodoJob]) -> Fetched:
         if not events:
@@ -219,7 +253,7 @@ def _read_children(
         if ahead is not None:
             after = ahead.after
         pages = client.list_events(job["id"], stop_at_id=known_newest, after=after)
-        fetched = _read_list(job, pages, slice_pages=sliced, ahead=ahead)
+        fetched = _read_list(job, pages, packing=True, slice_pages=sliced, ahead=ahead)
         if resume is not None and resume.newest_id:  # the job's newest event is the one its first slice read
             fetched.newest_id = resume.newest_id
         return fetched
@@ -228,8 +262,12 @@ def _read_children(
         """In the consuming thread: the job's objects become one Arrow table (plus, for checkpoints, the
         content hashes the summary compares and the model names the permissions pass reads)."""
         job_id = fetched.job["id"]
-        items, fetched.items = fetched.items, []
-        if not events:
+        items, fetched.items = (objects_by_id(fetched.packed) if events else fetched.items), []
+        fetched.packed = []
+        if events:
+            items = first_served(items, staged, job_id=job_id)
+            fetched.rows = len(items)
+        else:
             fetched.hashes = {item["id"]: row_hash(item) for item in items}
             fetched.models = [
                 (item["fine_tuned_model_checkpoint"], item["id"], job_id)
