@@ -35,6 +35,23 @@ def test_the_jobs_list_pages_newest_first_without_a_socket() -> None:
     assert [r.params.get("after") for r in emu.requests] == [None, emu.sorted_jobs()[4]["id"], emu.sorted_jobs()[9]["id"]]
 
 
+def test_events_pages_follow_the_list_as_it_changes_between_requests() -> None:
+    """The events list is paged through an index of positions, checked at each use: a list that gains,
+    loses or swaps events between two requests pages as a fresh scan would."""
+    emu = Emulator.synthetic(1, events_per_job=11)
+    job_id = next(iter(emu.events))
+    stored = emu.events[job_id]
+    with client_for(emu) as client:
+        assert ids(client.list_events(job_id)) == [e["id"] for e in reversed(stored)]
+        after = stored[6]["id"]  # newest first, 5 events lie after it
+        assert ids(client.list_events(job_id, after=after)) == [e["id"] for e in reversed(stored[:6])]
+        stored.insert(0, dict(stored[0], id="ftevent-oldest"))
+        stored[3], stored[4] = stored[4], stored[3]
+        assert ids(client.list_events(job_id, after=after)) == [e["id"] for e in reversed(stored[:7])]
+        del stored[7]  # `after` is gone: nothing lies after it
+        assert ids(client.list_events(job_id, after=after)) == []
+
+
 def test_the_order_hook_rearranges_the_list() -> None:
     emu = Emulator.synthetic(6)
     newest_first = [j["id"] for j in emu.sorted_jobs()]

@@ -9,9 +9,10 @@ escape (401/403, quota, a shutdown) fail the run.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 
 import dlt
 import pyarrow as pa
@@ -28,7 +29,7 @@ from .exceptions import (
 from .catalog import ResourcePlan, result_file_ids
 from .concurrency import concurrently
 from .permissions import read_permissions
-from .packed import objects_by_id, pack
+from .packed import objects, pack
 from .read_ahead import Ahead
 from .result_files import result_table
 from .rows import items_to_arrow, misfit_warning, row_hash, with_datetimes
@@ -38,6 +39,9 @@ from .stats import JobFailure
 
 logger = logging.getLogger(__name__)
 ARROW_BATCH_ROWS = 5000
+# a task reads at most `settings.EVENT_PAGES_PER_TURN` pages of a job's events; the job then waits behind
+# the other jobs being read, at most this many per thread (see `_read_children`)
+IN_PROGRESS_PER_THREAD = 4
 RUN_FATAL = (AuthenticationError, QuotaExceededError, RequestCancelled, InvalidURLError)
 
 
@@ -58,6 +62,7 @@ class Fetched:
     newest_id: Optional[str] = None  # the first item served (lists are newest first)
     partial: bool = False  # the slice filled before the list's end ...
     after: Optional[str] = None  # ... and the next slice goes on after this id (None: from the start)
+    more: bool = False  # the read stopped at `max_pages`: a later task of this slice goes on after `after`
     misfits: List[str] = field(default_factory=list)
     hashes: Dict[str, str] = field(default_factory=dict)  # row id -> content hash (not for events)
     models: List[Tuple[str, str, str]] = field(default_factory=list)  # (model name, checkpoint id, job id)
@@ -84,7 +89,7 @@ def per_job(fetched: Fetched) -> Iterator[None]:
 
 def _read_list(
     job: Dict[str, Any], paginator: Any, *, packing: bool = False, slice_pages: Optional[Session] = None,
-    ahead: Optional[Ahead] = None,
+    ahead: Optional[Ahead] = None, max_pages: Optional[int] = None,
 ) -> Fetched:
     """Page one job's list to the end (or to the known id) in a worker thread. Checkpoints keep the decoded
     objects (`items`: an id served twice, within or across pages, keeps its last served version); with
@@ -99,7 +104,10 @@ def _read_list(
     slice ends without waiting for whole jobs, and a job longer than a slice is read over several.
 
     `ahead` (events): the job's first pages, read ahead while the previous slice committed (`read_ahead.py`);
-    they come first, whatever the slice holds, and `paginator` goes on after them (its `start_after`)."""
+    they come first, whatever the slice holds, and `paginator` goes on after them (its `start_after`).
+
+    `max_pages` (events): after that many pages of `paginator`, a list that goes on stops with `more` and
+    `after` the last id read; the caller reads the rest in a later task."""
     fetched = Fetched(job=job)
     items: Dict[str, Dict[str, Any]] = {}
 
@@ -130,10 +138,15 @@ def _read_list(
         if not complete and slice_pages is not None and slice_pages.slice_full:
             fetched.partial, fetched.after = True, paginator.start_after
         elif not complete:
-            for page in paginator:
+            for number, page in enumerate(paginator, start=1):
                 take(page)
-                if slice_pages is not None and slice_pages.slice_full and not paginator.complete:
+                if paginator.complete:
+                    break
+                if slice_pages is not None and slice_pages.slice_full:
                     fetched.partial, fetched.after = True, page[-1]["id"]
+                    break
+                if max_pages is not None and number >= max_pages:
+                    fetched.more, fetched.after = True, page[-1]["id"]
                     break
             complete = paginator.complete
     if fetched.stopped:
@@ -161,21 +174,26 @@ def settle(session: Session, plan: ResourcePlan, fetched: Fetched, *, missing: s
     return True
 
 
-def first_served(items: List[Dict[str, Any]], staged: Set[str], *, job_id: str) -> List[Dict[str, Any]]:
-    """Events: the objects of one job whose id no earlier job of this load package served. The events merge
-    is declared deduplicated (each id staged once), and an event id belongs to one job; a server that lists
-    one id under two jobs gets the first job's row and a warning naming both the id and the job."""
-    ids = [item["id"] for item in items]
-    if staged.isdisjoint(ids):
-        staged.update(ids)
-        return items
-    repeated = [row_id for row_id in ids if row_id in staged]
-    logger.warning(
-        "events: %d event id(s) of job %s were served under another job earlier in the same slice (first: %s); each"
-        " keeps the row of the job that served it first", len(repeated), job_id, repeated[0],
-    )
-    kept = [item for item in items if item["id"] not in staged]
-    staged.update(ids)
+def first_served(items: List[Dict[str, Any]], staged: Dict[str, str], *, job_id: str) -> List[Dict[str, Any]]:
+    """Events: the objects of one read whose id this load package has not staged yet (`staged`: id -> the job
+    that served it). The events merge is declared deduplicated, so each id is staged once, with the row
+    served first. An id served again by the same job is the same event; an event id belongs to one job, so
+    one served under a second job is named in a warning."""
+    kept: List[Dict[str, Any]] = []
+    elsewhere: List[Tuple[str, str]] = []
+    for item in items:
+        row_id = item["id"]
+        owner = staged.get(row_id)
+        if owner is None:
+            staged[row_id] = job_id
+            kept.append(item)
+        elif owner != job_id:
+            elsewhere.append((row_id, owner))
+    if elsewhere:
+        logger.warning(
+            "events: %d event id(s) of job %s were served by another job earlier in the same slice (first: %s,"
+            " by job %s); each keeps the row served first", len(elsewhere), job_id, *elsewhere[0],
+        )
     return kept
 
 
@@ -243,7 +261,12 @@ def _read_children(
     extra_columns: Dict[str, Any] = {} if events else {"last_listed_at": listed_at}
 
     sliced = session if session.slice_rows is not None else None
-    staged: Set[str] = set()  # the event ids of this load package (see `first_served`)
+    staged: Dict[str, str] = {}  # event id -> job, for this load package (see `first_served`)
+    # events: jobs whose read stopped at CHUNK_PAGES, to go on after the other jobs being read (as TodoJob:
+    # where the read goes on, and the newest event id its first pages read)
+    waiting: Deque[Tuple[Dict[str, Any], TodoJob]] = deque()
+    reading = {"tasks": 0, "jobs": 0}  # tasks handed out and not yet consumed; jobs started and not ended
+    in_progress_limit = IN_PROGRESS_PER_THREAD * max(client.config.concurrency, 1)
 
     def read(job: Dict[str, Any], known_newest: Optional[str], resume: Optional[TodoJob]) -> Fetched:
         if not events:
@@ -253,8 +276,8 @@ def _read_children(
         if ahead is not None:
             after = ahead.after
         pages = client.list_events(job["id"], stop_at_id=known_newest, after=after)
-        fetched = _read_list(job, pages, packing=True, slice_pages=sliced, ahead=ahead)
-        if resume is not None and resume.newest_id:  # the job's newest event is the one its first slice read
+        fetched = _read_list(job, pages, packing=True, slice_pages=sliced, ahead=ahead, max_pages=settings.EVENT_PAGES_PER_TURN)
+        if resume is not None and resume.newest_id:  # the job's newest event is the one its first read read
             fetched.newest_id = resume.newest_id
         return fetched
 
@@ -262,7 +285,7 @@ def _read_children(
         """In the consuming thread: the job's objects become one Arrow table (plus, for checkpoints, the
         content hashes the summary compares and the model names the permissions pass reads)."""
         job_id = fetched.job["id"]
-        items, fetched.items = (objects_by_id(fetched.packed) if events else fetched.items), []
+        items, fetched.items = (objects(fetched.packed) if events else fetched.items), []
         fetched.packed = []
         if events:
             items = first_served(items, staged, job_id=job_id)
@@ -279,17 +302,41 @@ def _read_children(
                 items_to_arrow(items, columns, nested=nested, project=project, extra=extra, misfits=fetched.misfits)
             ]
 
-    def tasks() -> Iterator[Tuple[Dict[str, Any], Optional[str], Optional[TodoJob]]]:
-        # the open entry and the resume point are read here, in this thread: workers never touch the state
-        for job in planned_jobs(session, plan):
-            entry = plan.open.get(job["id"])
-            yield job, (entry.newest_id if events and entry is not None else None), plan.resume_point(job["id"])
+    def task(job: Dict[str, Any], resume: Optional[TodoJob]) -> Tuple[Dict[str, Any], Optional[str], Optional[TodoJob]]:
+        # the open entry is read here, in this thread: workers never touch the state
+        entry = plan.open.get(job["id"])
+        reading["tasks"] += 1
+        return job, (entry.newest_id if events and entry is not None else None), resume
+
+    def tasks() -> Iterator[Optional[Tuple[Dict[str, Any], Optional[str], Optional[TodoJob]]]]:
+        """A new job while fewer than `in_progress_limit` are being read, else the job that has waited
+        longest; None when nothing can start before a task in flight ends (`concurrently` asks again)."""
+        new_jobs = planned_jobs(session, plan)
+        more_jobs = True
+        while True:
+            if waiting and (reading["jobs"] >= in_progress_limit or not more_jobs):
+                yield task(*waiting.popleft())
+                continue
+            job = next(new_jobs, None) if more_jobs else None
+            if job is not None:
+                reading["jobs"] += 1
+                yield task(job, plan.resume_point(job["id"]))
+                continue
+            more_jobs = False
+            if waiting:
+                continue
+            if reading["tasks"] == 0:
+                return
+            yield None
 
     batch: List[pa.Table] = []
     batch_rows = 0
     listings: List[Dict[str, Any]] = []
     for fetched in concurrently(tasks(), read, client.config.concurrency, on_abort=session.cancel):
         job_id = fetched.job["id"]
+        reading["tasks"] -= 1
+        if not fetched.more:
+            reading["jobs"] -= 1
         if fetched.missing is not None and plan.catalog.job_ids:  # a job named with --job
             raise NotFoundError(
                 f"{name} of fine-tuning job {job_id} were not found (HTTP 404); check the --job value",
@@ -310,6 +357,8 @@ def _read_children(
             session.stats.count_rows(name, plan.change(job_id, "", None), fetched.rows)
             if fetched.partial:
                 plan.defer_partial(fetched.job, after=fetched.after, newest_id=fetched.newest_id)
+            elif fetched.more:  # read on after the other jobs being read
+                waiting.append((fetched.job, TodoJob(id=job_id, after=fetched.after, newest_id=fetched.newest_id)))
             elif fetched.complete and finished:
                 plan.done(job_id)
             else:  # (a list that did not complete keeps the newest id the job had: where reading stops)

@@ -23,11 +23,6 @@ def unpack(packed: Iterable[bytes]) -> Iterator[List[Dict[str, Any]]]:
     return (pickle.loads(page) for page in packed)
 
 
-def objects_by_id(packed: Iterable[bytes]) -> List[Dict[str, Any]]:
-    """The objects of a job's pages, one per id: an id served twice (within or across pages) keeps its last
-    served version, in the place it was first served."""
-    objects: Dict[str, Dict[str, Any]] = {}
-    for page in unpack(packed):
-        for item in page:
-            objects[item["id"]] = item
-    return list(objects.values())
+def objects(packed: Iterable[bytes]) -> List[Dict[str, Any]]:
+    """The objects of a job's pages, in the order served."""
+    return [item for page in unpack(packed) for item in page]

@@ -2,10 +2,11 @@
 
 A slice of events ends once the slice is full (at a page, see `fetch._read_list`); its rows then
 normalize and load, about a second per 100,000 events with no request in flight. `ReadAhead` fills that
-gap. Once the events resource has deferred jobs to `todo`, `start` reads on through them in order,
-`concurrency` at a time (a thread whose job ends takes the next one), each from its `after` down to its stop
-id, at most `budget` rows in all, and keeps the pages. The
-next slice `stop`s it as it starts. Its read of such a job `take`s the pages read ahead and goes on after
+gap. Once the events resource has deferred jobs to `todo`, `start` reads on through them, each from its
+`after` down to its stop id, `concurrency` at a time and in turns of `settings.EVENT_PAGES_PER_TURN` pages
+(a job's next turn waits behind the other jobs', as the slices read them: reading a few jobs far ahead left
+the others to read alone at the run's end), at most `budget` rows in all, and keeps the pages. The next
+slice `stop`s it as it starts. Its read of such a job `take`s the pages read ahead and goes on after
 the last of them: no page is read twice and the request count does not change. A job whose pages that
 slice did not take (it filled before reaching the job) keeps them for the slice after, which starts
 there.
@@ -25,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import httpx
 
 from .client import ClientSettings, FineTuningClient
+from . import settings
 from .exceptions import FineTuningSourceError
 from .packed import pack, unpack
 from .stats import RunStats
@@ -74,8 +76,8 @@ class ReadAhead:
         self.close()
 
     def start(self, jobs: Sequence[Tuple[str, Optional[str], Optional[str]]]) -> None:
-        """Read on for these jobs, given as (job id, after, stop id), in order and `concurrency` at a time,
-        until `stop` or the budget is spent (a job not started by then is not read)."""
+        """Read on for these jobs, given as (job id, after, stop id), in order and in turns, `concurrency` at
+        a time, until `stop` or the budget is spent (a job not started by then is not read)."""
         workers = max(self._settings.concurrency, 1)
         if self._client is None:
             self._client = FineTuningClient(self._settings, transport=self._transport, stats=self._stats)
@@ -89,7 +91,9 @@ class ReadAhead:
             if held is not None and held[0] == after and held[1].result().read_anything:
                 reads[job_id] = held  # read ahead before and not taken (that slice filled first)
             else:
-                reads[job_id] = (after, self._pool.submit(self._read, self._client, job_id, after, stop_at_id))
+                reading = _Reading(self._client, job_id, stop_at_id, Ahead(after=after))
+                reads[job_id] = (after, reading.done)
+                self._pool.submit(self._turn, reading)
         self._reads = reads  # the others are no longer where their jobs go on: dropped
 
     def stop(self, stats: RunStats) -> None:
@@ -116,27 +120,64 @@ class ReadAhead:
             self._client.close()
         self._reads.clear()
 
-    def _read(self, client: FineTuningClient, job_id: str, after: Optional[str], stop_at_id: Optional[str]) -> Ahead:
-        ahead = Ahead(after=after)
-        if self._count(0) or self._stopped.is_set():
-            return ahead
-        pages = client.list_events(job_id, stop_at_id=stop_at_id, after=after)
+    def _turn(self, reading: "_Reading") -> None:
+        """One turn of a job's read ahead: up to `EVENT_PAGES_PER_TURN` pages, then the job's next turn
+        queues behind the other jobs'; the last turn (the list's end, its error, the budget, `stop`)
+        completes `reading.done`."""
+        ahead = reading.ahead
         try:
-            for page in pages:
-                ahead.packed.append(pack(page))
-                ahead.rows += len(page)
-                if ahead.first_id is None:
-                    ahead.first_id = page[0]["id"]
-                ahead.after = page[-1]["id"]
-                if self._count(len(page)) or pages.complete or self._stopped.is_set():
-                    break
-            ahead.complete = pages.complete
+            more = self._read_turn(reading)
         except FineTuningSourceError as exc:
-            ahead.error = exc
-        return ahead
+            ahead.error, more = exc, False
+        except BaseException as exc:  # not the API's: the next slice's `take` raises it
+            reading.done.set_exception(exc)
+            return
+        if more and self._pool is not None:
+            try:
+                self._pool.submit(self._turn, reading)
+                return
+            except RuntimeError:  # the pool is shutting down (`close`)
+                pass
+        if reading.pages is not None:
+            ahead.complete = reading.pages.complete
+        reading.done.set_result(ahead)
+
+    def _read_turn(self, reading: "_Reading") -> bool:
+        """True when the job's read goes on in another turn."""
+        ahead = reading.ahead
+        if self._count(0) or self._stopped.is_set():
+            return False
+        if reading.pages is None:
+            reading.pages = reading.client.list_events(reading.job_id, stop_at_id=reading.stop_at_id, after=ahead.after)
+            reading.iterator = iter(reading.pages)
+        for _ in range(settings.EVENT_PAGES_PER_TURN):
+            page = next(reading.iterator, None)
+            if page is None:
+                return False
+            ahead.packed.append(pack(page))
+            ahead.rows += len(page)
+            if ahead.first_id is None:
+                ahead.first_id = page[0]["id"]
+            ahead.after = page[-1]["id"]
+            if self._count(len(page)) or reading.pages.complete or self._stopped.is_set():
+                return False
+        return True
 
     def _count(self, rows: int) -> bool:
         """Add `rows` to the rows read ahead since `start`; True once the budget is spent."""
         with self._lock:
             self._rows += rows
             return self._rows >= self._budget
+
+
+@dataclass
+class _Reading:
+    """One job's read ahead between its turns."""
+
+    client: FineTuningClient
+    job_id: str
+    stop_at_id: Optional[str]
+    ahead: Ahead
+    done: "Future[Ahead]" = field(default_factory=Future)
+    pages: Any = None  # the paginator, from the first turn on
+    iterator: Optional[Iterator[List[Dict[str, Any]]]] = None

@@ -27,6 +27,9 @@ DEFAULT_BACKOFF_INITIAL = 0.5
 DEFAULT_MAX_PAGES = 10_000  # per list: a list that never ends stops here
 # rows of checkpoints, events and step metrics per load package (`load` commits a larger backfill in slices)
 DEFAULT_SLICE_ROWS = 100_000
+# a job's events are read this many pages at a time, in turns with the other jobs being read, so that the
+# jobs go on evenly and a run's last jobs end within a few pages of each other (`fetch`, `read_ahead`)
+EVENT_PAGES_PER_TURN = 5
 DEFAULT_RECONCILE_INTERVAL_HOURS = 24.0
 DEFAULT_PERMISSIONS_INTERVAL_HOURS = 24.0
 FUTURE_TOLERANCE_SECONDS = 86_400  # the frontier never moves to a created_at more than a day ahead
