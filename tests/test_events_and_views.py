@@ -73,7 +73,7 @@ def test_an_event_id_served_under_two_jobs_loads_once_with_a_warning(make_loader
         assert len(shared) == 1
         kept, other = (first, second) if shared[0][1] == first else (second, first)
         assert shared[0][4] == (original["message"] if kept == first else "the second job's copy")
-        assert (f"events: 1 event id(s) of job {other} were served by another job earlier in the same slice"
+        assert (f"events: 1 id(s) of job {other} were served by another job earlier in the same slice"
                 f" (first: {original['id']}, by job {kept}); each keeps the row served first") in caplog.text
 
 

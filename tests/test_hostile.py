@@ -295,6 +295,22 @@ def test_duplicates_within_and_across_pages_load_once(api: HostileAPI, run: Run)
     assert run.ids("checkpoints") == served_checkpoints(api)
 
 
+def test_a_checkpoint_id_served_under_two_jobs_loads_once_with_a_warning(api: HostileAPI, run: Run, caplog: Any) -> None:
+    """The checkpoints merge is declared deduplicated: the source stages each id once (`fetch.first_served`)."""
+    jobs = ten_jobs(api)
+    shared = api.add_checkpoint(jobs[1], 200, id=api.checkpoints[jobs[0]][0]["id"])
+    with caplog.at_level(logging.WARNING):
+        assert run(concurrency=1).exit_code == 0
+    assert run.ids("checkpoints") == sorted(set(served_checkpoints(api)))
+    assert len(run.ids("checkpoints")) == len(served_checkpoints(api)) - 1
+    rows = [row for row in run.rows("checkpoints", "id, fine_tuning_job_id, step_number") if row["id"] == shared["id"]]
+    kept = rows[0]["fine_tuning_job_id"]
+    assert rows == [{"id": shared["id"], "fine_tuning_job_id": kept, "step_number": 100 if kept == jobs[0] else 200}]
+    other = jobs[1] if kept == jobs[0] else jobs[0]
+    assert (f"checkpoints: 1 id(s) of job {other} were served by another job earlier in the same slice (first:"
+            f" {shared['id']}, by job {kept}); each keeps the row served first") in caplog.text
+
+
 def state_file(run: Run) -> str:
     return os.path.join(run.pipelines_dir, run.pipeline_name, "state.json")
 

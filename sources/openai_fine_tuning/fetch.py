@@ -174,11 +174,11 @@ def settle(session: Session, plan: ResourcePlan, fetched: Fetched, *, missing: s
     return True
 
 
-def first_served(items: List[Dict[str, Any]], staged: Dict[str, str], *, job_id: str) -> List[Dict[str, Any]]:
-    """Events: the objects of one read whose id this load package has not staged yet (`staged`: id -> the job
-    that served it). The events merge is declared deduplicated, so each id is staged once, with the row
-    served first. An id served again by the same job is the same event; an event id belongs to one job, so
-    one served under a second job is named in a warning."""
+def first_served(items: List[Dict[str, Any]], staged: Dict[str, str], *, job_id: str, name: str) -> List[Dict[str, Any]]:
+    """Checkpoints and events: the objects of one read whose id this load package has not staged yet
+    (`staged`: id -> the job that served it). Their merge is declared deduplicated, so each id is staged
+    once, with the row served first. An id served again by the same job is the same object; an id belongs
+    to one job, so one served under a second job is named in a warning."""
     kept: List[Dict[str, Any]] = []
     elsewhere: List[Tuple[str, str]] = []
     for item in items:
@@ -191,8 +191,8 @@ def first_served(items: List[Dict[str, Any]], staged: Dict[str, str], *, job_id:
             elsewhere.append((row_id, owner))
     if elsewhere:
         logger.warning(
-            "events: %d event id(s) of job %s were served by another job earlier in the same slice (first: %s,"
-            " by job %s); each keeps the row served first", len(elsewhere), job_id, *elsewhere[0],
+            "%s: %d id(s) of job %s were served by another job earlier in the same slice (first: %s, by job %s);"
+            " each keeps the row served first", name, len(elsewhere), job_id, *elsewhere[0],
         )
     return kept
 
@@ -261,7 +261,7 @@ def _read_children(
     extra_columns: Dict[str, Any] = {} if events else {"last_listed_at": listed_at}
 
     sliced = session if session.slice_rows is not None else None
-    staged: Dict[str, str] = {}  # event id -> job, for this load package (see `first_served`)
+    staged: Dict[str, str] = {}  # row id -> job, for this load package (see `first_served`)
     # events: jobs whose read stopped at CHUNK_PAGES, to go on after the other jobs being read (as TodoJob:
     # where the read goes on, and the newest event id its first pages read)
     waiting: Deque[Tuple[Dict[str, Any], TodoJob]] = deque()
@@ -287,10 +287,9 @@ def _read_children(
         job_id = fetched.job["id"]
         items, fetched.items = (objects(fetched.packed) if events else fetched.items), []
         fetched.packed = []
-        if events:
-            items = first_served(items, staged, job_id=job_id)
-            fetched.rows = len(items)
-        else:
+        items = first_served(items, staged, job_id=job_id, name=name)
+        fetched.rows = len(items)
+        if not events:
             fetched.hashes = {item["id"]: row_hash(item) for item in items}
             fetched.models = [
                 (item["fine_tuned_model_checkpoint"], item["id"], job_id)
