@@ -61,3 +61,26 @@ def test_the_read_ahead_reads_in_the_same_turns() -> None:
         assert [[e["id"] for page in read.pages for e in page] for read in taken if read] == [served[j] for j in jobs]
         assert all(read is not None and read.complete and read.rows == PAGES_A_JOB * PAGE for read in taken)
         assert stats.requests == emu.count("events") == 3 * PAGES_A_JOB
+
+
+def test_turns_start_new_jobs_up_to_the_limit_then_take_the_longest_waiting() -> None:
+    from openai_fine_tuning.turns import Turns
+
+    left = {"a": 3, "b": 1, "c": 2, "d": 1}  # turns each job takes
+    turns: Turns[str, int] = Turns(((job, 0) for job in "abcd"), limit=2)
+    order = []
+    for turn in turns:
+        assert turn is not None  # one at a time: every turn is back before the next is asked for
+        job, number = turn
+        order.append(f"{job}{number}")
+        left[job] -= 1
+        turns.back(goes_on=(job, number + 1) if left[job] else None)
+    assert order == ["a0", "b0", "c0", "a1", "c1", "d0", "a2"]
+
+    # a turn still out: None until it is back, then the iteration ends
+    turns = Turns(iter([("a", 0)]), limit=2)
+    handed = iter(turns)
+    assert next(handed) == ("a", 0)
+    assert next(handed) is None
+    turns.back()
+    assert next(handed, "ended") == "ended"

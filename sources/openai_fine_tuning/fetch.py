@@ -9,10 +9,9 @@ escape (401/403, quota, a shutdown) fail the run.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import dlt
 import pyarrow as pa
@@ -36,11 +35,12 @@ from .rows import items_to_arrow, misfit_warning, row_hash, with_datetimes
 from .session import Session
 from .state import TodoJob
 from .stats import JobFailure
+from .turns import Turns
 
 logger = logging.getLogger(__name__)
 ARROW_BATCH_ROWS = 5000
-# a task reads at most `settings.EVENT_PAGES_PER_TURN` pages of a job's events; the job then waits behind
-# the other jobs being read, at most this many per thread (see `_read_children`)
+# a task reads at most `settings.EVENT_PAGES_PER_TURN` pages of a job's events; the job's next turn then
+# waits behind the other jobs being read, at most this many per thread (`turns.py`)
 IN_PROGRESS_PER_THREAD = 4
 RUN_FATAL = (AuthenticationError, QuotaExceededError, RequestCancelled, InvalidURLError)
 
@@ -93,10 +93,10 @@ def _read_list(
 ) -> Fetched:
     """Page one job's list to the end (or to the known id) in a worker thread. Checkpoints keep the decoded
     objects (`items`: an id served twice, within or across pages, keeps its last served version); with
-    `packing` (events) the pages stay pickled (`packed`, see `packed.py`) and the consuming thread unpacks
-    them the same way.
-    Turning them into Arrow is left to the consuming thread, so the worker threads do I/O and decoding only
-    (Python work in 16 threads contends for one GIL: measured on events, the same work costs more CPU there).
+    `packing` (events) the pages stay pickled (`packed`, see `packed.py`), and the consuming thread keeps
+    the first served version of an id (`first_served`). Turning them into Arrow is left to the consuming
+    thread, so the worker threads do I/O and decoding only (Python work in 16 threads contends for one GIL:
+    measured on events, the same work costs more CPU there).
 
     `slice_pages` (events in a sliced run): each page counts towards the session's slice as it arrives, and
     once the slice is full the read stops at a page boundary, `partial`, with `after` the last id read (or
@@ -262,11 +262,11 @@ def _read_children(
 
     sliced = session if session.slice_rows is not None else None
     staged: Dict[str, str] = {}  # row id -> job, for this load package (see `first_served`)
-    # events: jobs whose read stopped at CHUNK_PAGES, to go on after the other jobs being read (as TodoJob:
-    # where the read goes on, and the newest event id its first pages read)
-    waiting: Deque[Tuple[Dict[str, Any], TodoJob]] = deque()
-    reading = {"tasks": 0, "jobs": 0}  # tasks handed out and not yet consumed; jobs started and not ended
-    in_progress_limit = IN_PROGRESS_PER_THREAD * max(client.config.concurrency, 1)
+    # a job whose events read stopped after its turn goes on as a TodoJob: after where, and its newest event
+    turns: Turns[Dict[str, Any], Optional[TodoJob]] = Turns(
+        ((job, plan.resume_point(job["id"])) for job in planned_jobs(session, plan)),
+        limit=IN_PROGRESS_PER_THREAD * max(client.config.concurrency, 1),
+    )
 
     def read(job: Dict[str, Any], known_newest: Optional[str], resume: Optional[TodoJob]) -> Fetched:
         if not events:
@@ -301,41 +301,23 @@ def _read_children(
                 items_to_arrow(items, columns, nested=nested, project=project, extra=extra, misfits=fetched.misfits)
             ]
 
-    def task(job: Dict[str, Any], resume: Optional[TodoJob]) -> Tuple[Dict[str, Any], Optional[str], Optional[TodoJob]]:
-        # the open entry is read here, in this thread: workers never touch the state
-        entry = plan.open.get(job["id"])
-        reading["tasks"] += 1
-        return job, (entry.newest_id if events and entry is not None else None), resume
-
     def tasks() -> Iterator[Optional[Tuple[Dict[str, Any], Optional[str], Optional[TodoJob]]]]:
-        """A new job while fewer than `in_progress_limit` are being read, else the job that has waited
-        longest; None when nothing can start before a task in flight ends (`concurrently` asks again)."""
-        new_jobs = planned_jobs(session, plan)
-        more_jobs = True
-        while True:
-            if waiting and (reading["jobs"] >= in_progress_limit or not more_jobs):
-                yield task(*waiting.popleft())
+        # the open entry is read here, in this thread: workers never touch the state
+        for turn in turns:
+            if turn is None:
+                yield None  # `concurrently` asks again once a turn came back
                 continue
-            job = next(new_jobs, None) if more_jobs else None
-            if job is not None:
-                reading["jobs"] += 1
-                yield task(job, plan.resume_point(job["id"]))
-                continue
-            more_jobs = False
-            if waiting:
-                continue
-            if reading["tasks"] == 0:
-                return
-            yield None
+            job, resume = turn
+            entry = plan.open.get(job["id"])
+            yield job, (entry.newest_id if events and entry is not None else None), resume
 
     batch: List[pa.Table] = []
     batch_rows = 0
     listings: List[Dict[str, Any]] = []
     for fetched in concurrently(tasks(), read, client.config.concurrency, on_abort=session.cancel):
         job_id = fetched.job["id"]
-        reading["tasks"] -= 1
-        if not fetched.more:
-            reading["jobs"] -= 1
+        goes_on = TodoJob(id=job_id, after=fetched.after, newest_id=fetched.newest_id) if fetched.more else None
+        turns.back(goes_on=(fetched.job, goes_on) if goes_on is not None else None)
         if fetched.missing is not None and plan.catalog.job_ids:  # a job named with --job
             raise NotFoundError(
                 f"{name} of fine-tuning job {job_id} were not found (HTTP 404); check the --job value",
@@ -356,8 +338,8 @@ def _read_children(
             session.stats.count_rows(name, plan.change(job_id, "", None), fetched.rows)
             if fetched.partial:
                 plan.defer_partial(fetched.job, after=fetched.after, newest_id=fetched.newest_id)
-            elif fetched.more:  # read on after the other jobs being read
-                waiting.append((fetched.job, TodoJob(id=job_id, after=fetched.after, newest_id=fetched.newest_id)))
+            elif fetched.more:  # it goes on in its next turn (queued by `turns.back` above): no state yet
+                pass
             elif fetched.complete and finished:
                 plan.done(job_id)
             else:  # (a list that did not complete keeps the newest id the job had: where reading stops)
