@@ -57,8 +57,8 @@ def test_events_load_exactly_and_incrementally(make_loader: Any) -> None:
 
 
 def test_an_event_id_served_under_two_jobs_loads_once_with_a_warning(make_loader: Any, caplog: Any) -> None:
-    """The events merge is declared deduplicated (no window function): the source stages each id once. A
-    server that lists one event id under two jobs gets one row, the first served job's, and a warning."""
+    """The source stages each event id once per slice (`fetch.first_served`): a server that lists one event
+    id under two jobs gets one row, the first served job's, and a warning."""
     with Emulator.synthetic(3, events_per_job=4) as emu:
         first, second = sorted(emu.events)[:2]
         original = emu.events[first][-1]  # the job's newest event

@@ -296,7 +296,7 @@ def test_duplicates_within_and_across_pages_load_once(api: HostileAPI, run: Run)
 
 
 def test_a_checkpoint_id_served_under_two_jobs_loads_once_with_a_warning(api: HostileAPI, run: Run, caplog: Any) -> None:
-    """The checkpoints merge is declared deduplicated: the source stages each id once (`fetch.first_served`)."""
+    """The source stages each checkpoint id once per slice (`fetch.first_served`): the first served job's row."""
     jobs = ten_jobs(api)
     shared = api.add_checkpoint(jobs[1], 200, id=api.checkpoints[jobs[0]][0]["id"])
     with caplog.at_level(logging.WARNING):

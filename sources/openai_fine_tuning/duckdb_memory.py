@@ -8,17 +8,16 @@ pool evicts and the merge spills to `<database>.tmp`. Measured on 2 cores with 1
 a million events"): a million events in slices of 50,000 rows peaked at 369 MB instead of 395, two
 million at 380 instead of 414, a million in one package at 433 MB instead of 1,109, at the same speed.
 
-The limit is `BASE_MB` plus `PER_THREAD_MB` per DuckDB thread: 64 MB on 2 threads. The process's peak is
-what the extract left plus DuckDB's pool, and the pool fills up to the limit as the merge reads a larger
-`events` table: with 128 MB the peak still grew, 334, 360 and 398 MB at 1, 2 and 4 million events; with
-64 MB it was 325 MB at 2 million and 334 MB at 4 million, at the same speed (README, "Memory"). dlt's merge
-used to deduplicate the staged rows with a window function, which needs a working set per thread that
-does not spill (on a million staged events, 96 MB failed on 2 threads; 128 MB failed once inside a whole
-load): checkpoints, events and step metrics are now staged once per key and their merge is declared
-deduplicated (`settings.STAGED_ONCE`). The window function is left to jobs and the small tables (100,000
-rows of checkpoints fit in 64 MB on 2 threads, 150,000 did not). A load that runs out of the loader's limit
-anyway is loaded again with DuckDB's default (`runner.run_source`). A user's own `memory_limit` always
-wins, and a load that runs out of it says how to raise it (exit 2).
+The limit is `BASE_MB` plus `PER_THREAD_MB` per DuckDB thread: 96 MB on 2 threads (192 MB before). The
+process's peak is what the extract left plus DuckDB's pool, and the pool fills up to its limit as the merge
+reads a larger `events` table: with 128 MB the peak grew to 361 MB at 2 million events and 397 MB at 4
+million (README, "Memory"). dlt's merge deduplicates the staged rows with a window function, which needs a
+working set per thread that does not spill: on 2 threads, a slice's worth of events (100,000 rows) needed
+more than 48 MB; 200,000 rows passed in 96 MB and 125,000 in 64 MB, so 96 MB holds twice a slice. (On a
+million staged events 96 MB failed and 128 MB failed once inside a whole load, when slices were larger.)
+A load that runs out of the loader's limit anyway is loaded again with DuckDB's default
+(`runner.run_source`). A user's own `memory_limit` always wins, and a load that runs out of it says how to
+raise it (exit 2).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ import os
 from typing import Any, Dict, Optional
 
 BASE_MB = 32
-PER_THREAD_MB = 16
+PER_THREAD_MB = 32
 DUCKDB_DEFAULT_LIMIT = "80%"  # DuckDB's own default, set explicitly: a DuckDB still open keeps its limit
 SETTING = "DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG"
 
@@ -41,7 +40,7 @@ def _threads(config: Dict[str, Any]) -> int:
 
 
 def memory_limit(threads: int) -> str:
-    """The limit for a DuckDB that runs `threads` threads, e.g. "64MB" for 2."""
+    """The limit for a DuckDB that runs `threads` threads, e.g. "96MB" for 2."""
     return f"{BASE_MB + PER_THREAD_MB * threads}MB"
 
 

@@ -176,8 +176,8 @@ def settle(session: Session, plan: ResourcePlan, fetched: Fetched, *, missing: s
 
 def first_served(items: List[Dict[str, Any]], staged: Dict[str, str], *, job_id: str, name: str) -> List[Dict[str, Any]]:
     """Checkpoints and events: the objects of one read whose id this load package has not staged yet
-    (`staged`: id -> the job that served it). Their merge is declared deduplicated, so each id is staged
-    once, with the row served first. An id served again by the same job is the same object; an id belongs
+    (`staged`: id -> the job that served it), so each id is staged once, with the row served first (dlt's
+    deduplication would keep either). An id served again by the same job is the same object; an id belongs
     to one job, so one served under a second job is named in a warning."""
     kept: List[Dict[str, Any]] = []
     elsewhere: List[Tuple[str, str]] = []

@@ -27,9 +27,6 @@ DEFAULT_BACKOFF_INITIAL = 0.5
 DEFAULT_MAX_PAGES = 10_000  # per list: a list that never ends stops here
 # rows of checkpoints, events and step metrics per load package (`load` commits a larger backfill in slices)
 DEFAULT_SLICE_ROWS = 100_000
-# the write disposition of a table whose rows the source stages once per key in each load package: dlt's
-# merge then skips its deduplicating window function (`fetch.first_served`, `result_files.result_table`)
-STAGED_ONCE = {"disposition": "merge", "deduplicated": True}  # the destination picks its strategy
 # a job's events are read this many pages at a time, in turns with the other jobs being read, so that the
 # jobs go on evenly and a run's last jobs end within a few pages of each other (`fetch`, `read_ahead`)
 EVENT_PAGES_PER_TURN = 5

@@ -17,10 +17,9 @@ and rows the API stops serving are never deleted (no `replace`). The checkpoints
 `checkpoint_listings` (merge on the job: when its checkpoints were last listed completely) and, when asked,
 `checkpoint_permissions` (merge on id; revoked ones are deleted, see `permissions.py`). `step_metrics`
 (opt-in) is merged on (fine_tuning_job_id, step), from each finished job's result file, read once.
-Checkpoints, events and step metrics stage each key once per load package (an id that a second job serves
-in the same slice keeps the first job's row, with a warning; a result file's steps are made unique), so
-their merge is declared `deduplicated` (`settings.STAGED_ONCE`) and skips dlt's deduplicating window
-function.
+Checkpoints and events stage each id once per load package: an id that a second job serves in the same
+slice keeps the first job's row and is named in a warning (`fetch.first_served`). dlt's merge still
+deduplicates the staged rows: a load job that an interrupted load runs again stages its rows twice.
 
 Incremental state is kept per project and resource in dlt's source state (`state.py`): a job whose data
 was read completely after it reached a terminal status is never asked again; a run with nothing new makes
@@ -159,7 +158,7 @@ def openai_fine_tuning(
         finally:
             session.release(failed=failed)
 
-    @dlt.resource(name="checkpoints", write_disposition=dict(defaults.STAGED_ONCE))
+    @dlt.resource(name="checkpoints", write_disposition="merge")
     def checkpoints() -> Iterator[Any]:
         yield from read_children(session, "checkpoints", columns=defaults.CHECKPOINT_COLUMNS, nested="metrics")
 
@@ -175,16 +174,12 @@ def openai_fine_tuning(
     )
     checkpoints.apply_hints(primary_key="id", columns=defaults.CHECKPOINT_COLUMNS)
 
-    # each package stages an event id once (`fetch.first_served`), so the merge skips dlt's deduplicating
-    # window function: a third of a slice's merge time, and a working set DuckDB's memory limit must hold
-    @dlt.resource(name="events", write_disposition=dict(defaults.STAGED_ONCE), primary_key="id", columns=defaults.EVENT_COLUMNS)
+    @dlt.resource(name="events", write_disposition="merge", primary_key="id", columns=defaults.EVENT_COLUMNS)
     def events() -> Iterator[Any]:
         yield from read_children(session, "events", columns=defaults.EVENT_COLUMNS, nested="data")
 
-    # one row per (job, step) in each package: a result file's rows are unique by step (`result_files.py`)
-    # and a package reads each job once, so the merge is declared deduplicated as for events
     @dlt.resource(
-        name="step_metrics", write_disposition=dict(defaults.STAGED_ONCE),
+        name="step_metrics", write_disposition="merge",
         primary_key=("fine_tuning_job_id", "step"),
         columns=defaults.STEP_METRIC_COLUMNS,
     )
