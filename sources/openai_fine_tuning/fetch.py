@@ -1,9 +1,10 @@
 """Reading what hangs off each job (checkpoints, events, result files) concurrently, as Arrow batches.
 
-Each job's list is paged to the end in a worker thread (I/O and JSON decoding); the consuming thread
-(dlt's extract) turns it into one Arrow table, updates the state and yields batches. A job whose list fails after the
-retries is left open for the next run and named in a warning; the other jobs load. Errors that no job can
-escape (401/403, quota, a shutdown) fail the run.
+Each job's list is paged in a worker thread (I/O and JSON decoding): checkpoints to the end, events in
+turns of `settings.EVENT_PAGES_PER_TURN` pages (`turns.py`). The consuming thread (dlt's extract) turns
+what a task read into one Arrow table, stages each id once (`first_served`), updates the state and yields
+batches. A job whose list fails after the retries is left open for the next run and named in a warning;
+the other jobs load. Errors that no job can escape (401/403, quota, a shutdown) fail the run.
 """
 
 from __future__ import annotations
