@@ -113,7 +113,6 @@ def _read_list(
     items: Dict[str, Dict[str, Any]] = {}
 
     def count(rows: int) -> None:
-        fetched.rows += rows
         if slice_pages is not None:
             slice_pages.count_slice_rows(rows)
 
@@ -154,7 +153,6 @@ def _read_list(
         return fetched
     if not packing:
         fetched.items = list(items.values())
-        fetched.rows = len(fetched.items)
     fetched.complete = complete
     return fetched
 

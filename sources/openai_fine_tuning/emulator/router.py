@@ -263,7 +263,7 @@ class Router:
             found = cached[2].get(after)
             if found is not None and items[found]["id"] == after:
                 return found
-            return next((n for n, item in enumerate(items) if item["id"] == after), None)
+            return _scan(items, after)
 
         return position
 
@@ -293,8 +293,7 @@ class Router:
         start = 0
         after = params.get("after")
         if after:
-            found = position(after) if position is not None else next(
-                (n for n, item in enumerate(items) if item["id"] == after), None)
+            found = position(after) if position is not None else _scan(items, after)
             start = len(items) if found is None else found + 1
         page = items[start:start + limit]
         body: Dict[str, Any] = {"object": "list", "data": page, "has_more": start + limit < len(items)}
@@ -304,6 +303,11 @@ class Router:
         return 200, body
 
 
+
+
+def _scan(items: List[Dict[str, Any]], after: str) -> Optional[int]:
+    """Where the item with id `after` stands in `items`, looked for one by one (None: not there)."""
+    return next((n for n, item in enumerate(items) if item["id"] == after), None)
 
 
 def encode_body(body: Any, headers: Dict[str, str]) -> Tuple[bytes, str]:
