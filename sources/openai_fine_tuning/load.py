@@ -27,6 +27,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from . import settings
 from .allocator import limit_malloc_arenas
 from .client import ClientSettings
+from .collector import fewer_collections
 from .destinations import preflight
 from .exceptions import (
     EXIT_CONFIGURATION,
@@ -136,7 +137,7 @@ def load(
 
     limit_malloc_arenas()
     result = LoadResult()
-    with _signals_raise_interrupted(), warnings.catch_warnings():
+    with _signals_raise_interrupted(), warnings.catch_warnings(), fewer_collections():
         # dlt's sqlalchemy merge job trips a SQLAlchemy deprecation warning on every run: not the user's to fix
         warnings.filterwarnings("ignore", message="implicitly coercing SELECT object to scalar subquery")
         try:
