@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List
 
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,7 +14,9 @@ from openai_fine_tuning.client import retry_after_seconds
 from openai_fine_tuning.exceptions import PaginationLoopError
 from openai_fine_tuning.paginator import CursorPaginator
 from openai_fine_tuning.redaction import redact_text, redact_url
-from openai_fine_tuning.rows import column_name, flatten, items_to_arrow, to_arrow
+from openai_fine_tuning.fetch import first_served
+from openai_fine_tuning.packed import pack, runs, select, unpack
+from openai_fine_tuning.rows import column_name, columns_to_arrow, flatten, items_to_arrow, to_arrow
 from openai_fine_tuning.settings import CHECKPOINT_COLUMNS
 
 
@@ -126,6 +129,47 @@ def test_columns_built_from_a_page_equal_the_rows_flattened_one_by_one(items: Li
     names = sorted(expected.column_names)
     assert table.select(names).to_pylist() == expected.select(names).to_pylist()
     assert sorted(misfits_columns) == sorted(misfits_rows)
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=api_objects.filter(bool), cuts=st.lists(st.integers(1, 5), min_size=1, max_size=6))
+def test_pages_packed_column_by_column_make_the_table_of_the_objects_served_first(
+    items: List[Dict[str, Any]], cuts: List[int]
+) -> None:
+    """The events path (`packed.py`: each page packed in a worker, the job's pages unpacked, each id kept
+    once by `first_served`, runs of column pages joined) makes the table `items_to_arrow` makes of the
+    objects served first: the same columns, types and values, odd values in the same variant columns."""
+    pages, start = [], 0
+    for size in cuts * len(items):
+        if start >= len(items):
+            break
+        pages.append(items[start:start + size])
+        start += size
+    extra = {"fine_tuning_job_id": "ftjob-1"}
+    first: Dict[str, Dict[str, Any]] = {}
+    for item in items:
+        first.setdefault(item["id"], item)
+    misfits_expected: List[str] = []
+    expected = items_to_arrow(list(first.values()), CHECKPOINT_COLUMNS, nested="metrics", project="p", extra=extra,
+                              misfits=misfits_expected)
+
+    unpacked = list(unpack([pack(page, nested="metrics") for page in pages]))
+    assert [page.rows for page in unpacked] == [len(page) for page in pages]
+    ids = [row_id for page in unpacked for row_id in page.ids]
+    assert ids == [item["id"] for item in items]
+    kept = first_served(ids, {}, job_id="ftjob-1", name="checkpoints")
+    misfits: List[str] = []
+    tables = [
+        columns_to_arrow(run.columns, run.rows, CHECKPOINT_COLUMNS, project="p", extra=extra, misfits=misfits)
+        if run.columns is not None else
+        items_to_arrow(run.items or [], CHECKPOINT_COLUMNS, nested="metrics", project="p", extra=extra, misfits=misfits)
+        for run in runs(select(unpacked, kept))
+    ]
+    table = pa.concat_tables(tables, promote_options="default")
+    assert {f.name: f.type for f in table.schema} == {f.name: f.type for f in expected.schema}
+    names = sorted(expected.column_names)
+    assert table.select(names).to_pylist() == expected.select(names).to_pylist()
+    assert sorted(set(misfits)) == sorted(set(misfits_expected))
 
 
 @pytest.mark.parametrize(

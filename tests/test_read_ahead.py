@@ -72,7 +72,7 @@ def test_read_ahead_hands_over_its_pages_and_requests_within_its_budget() -> Non
             assert ahead.take(jobs[1], None) is None  # read ahead from elsewhere: not this read's pages
             ahead.stop(stats)
         assert first is not None and not first.complete and first.error is None
-        read = [event["id"] for page in first.pages for event in page]
+        read = [row_id for page in first.pages for row_id in page.ids]
         assert read == served[jobs[0]][:len(read)] and first.after == read[-1]
         assert 10 <= len(read) < 25 + 2 * PAGE  # stops once the two reads together spent the budget
         # every request read ahead is counted once: the untaken read's too, if it started before the budget was
@@ -91,7 +91,7 @@ def test_read_ahead_goes_on_with_the_next_jobs_as_reads_end_until_the_budget_is_
         with ReadAhead(settings, budget=1000) as ahead:
             ahead.start([(job_id, None, None) for job_id in jobs])
             taken = [ahead.take(job_id, None) for job_id in jobs]
-        assert [[e["id"] for page in read.pages for e in page] for read in taken if read] == [served[j] for j in jobs]
+        assert [[row_id for page in read.pages for row_id in page.ids] for read in taken if read] == [served[j] for j in jobs]
         assert all(read is not None and read.complete for read in taken)
         assert emu.count("events") == len(jobs)
 

@@ -58,7 +58,7 @@ def test_the_read_ahead_reads_in_the_same_turns() -> None:
             ahead.stop(stats)
         assert turns(events_asked(emu)) == [(0, 5), (1, 5), (2, 5), (0, 5), (1, 5), (2, 5), (0, 2), (1, 2), (2, 2)]
         served = {job_id: [e["id"] for e in reversed(emu.events[job_id])] for job_id in jobs}
-        assert [[e["id"] for page in read.pages for e in page] for read in taken if read] == [served[j] for j in jobs]
+        assert [[row_id for page in read.pages for row_id in page.ids] for read in taken if read] == [served[j] for j in jobs]
         assert all(read is not None and read.complete and read.rows == PAGES_A_JOB * PAGE for read in taken)
         assert stats.requests == emu.count("events") == 3 * PAGES_A_JOB
 

@@ -29,10 +29,10 @@ from .exceptions import (
 from .catalog import ResourcePlan, result_file_ids
 from .concurrency import concurrently
 from .permissions import read_permissions
-from .packed import objects, pack
+from .packed import pack, runs, select, unpack
 from .read_ahead import Ahead
 from .result_files import result_table
-from .rows import items_to_arrow, misfit_warning, row_hash, with_datetimes
+from .rows import columns_to_arrow, items_to_arrow, misfit_warning, row_hash, with_datetimes
 from .session import Session
 from .state import TodoJob
 from .stats import JobFailure
@@ -49,12 +49,12 @@ RUN_FATAL = (AuthenticationError, QuotaExceededError, RequestCancelled, InvalidU
 @dataclass
 class Fetched:
     """One job's list: read in a worker thread (`items`, the decoded objects, or for events `packed`, the
-    pages pickled), then turned into compact Arrow tables in the consuming thread (`tables`; see
+    pages pickled column by column), then turned into compact Arrow tables in the consuming thread (`tables`; see
     `_read_children`)."""
 
     job: Dict[str, Any]
     items: List[Dict[str, Any]] = field(default_factory=list)
-    packed: List[bytes] = field(default_factory=list)  # events: the pages, pickled (`packed.py`)
+    packed: List[bytes] = field(default_factory=list)  # events: the pages, packed (`packed.py`)
     tables: List[pa.Table] = field(default_factory=list)
     rows: int = 0
     complete: bool = False
@@ -89,15 +89,16 @@ def per_job(fetched: Fetched) -> Iterator[None]:
 
 
 def _read_list(
-    job: Dict[str, Any], paginator: Any, *, packing: bool = False, slice_pages: Optional[Session] = None,
+    job: Dict[str, Any], paginator: Any, *, packing: Optional[str] = None, slice_pages: Optional[Session] = None,
     ahead: Optional[Ahead] = None, max_pages: Optional[int] = None,
 ) -> Fetched:
     """Page one job's list to the end (or to the known id) in a worker thread. Checkpoints keep the decoded
     objects (`items`: an id served twice, within or across pages, keeps its last served version); with
-    `packing` (events) the pages stay pickled (`packed`, see `packed.py`), and the consuming thread keeps
+    `packing` (events: the key of their nested object) the pages are packed column by column (`packed`,
+    see `packed.py`), and the consuming thread keeps
     the first served version of an id (`first_served`). Turning them into Arrow is left to the consuming
-    thread, so the worker threads do I/O and decoding only (Python work in 16 threads contends for one GIL:
-    measured on events, the same work costs more CPU there).
+    thread, so the worker threads do I/O, decoding and packing only (Python work in 16 threads contends
+    for one GIL: measured on events, the same work costs more CPU there).
 
     `slice_pages` (events in a sliced run): each page counts towards the session's slice as it arrives, and
     once the slice is full the read stops at a page boundary, `partial`, with `after` the last id read (or
@@ -119,8 +120,8 @@ def _read_list(
     def take(page: List[Dict[str, Any]]) -> None:
         if fetched.newest_id is None:
             fetched.newest_id = page[0]["id"]
-        if packing:
-            fetched.packed.append(pack(page))
+        if packing is not None:
+            fetched.packed.append(pack(page, nested=packing))
         else:
             for item in page:
                 items[item["id"]] = item
@@ -151,7 +152,7 @@ def _read_list(
             complete = paginator.complete
     if fetched.stopped:
         return fetched
-    if not packing:
+    if packing is None:
         fetched.items = list(items.values())
     fetched.complete = complete
     return fetched
@@ -173,19 +174,18 @@ def settle(session: Session, plan: ResourcePlan, fetched: Fetched, *, missing: s
     return True
 
 
-def first_served(items: List[Dict[str, Any]], staged: Dict[str, str], *, job_id: str, name: str) -> List[Dict[str, Any]]:
-    """Checkpoints and events: the objects of one read whose id this load package has not staged yet
-    (`staged`: id -> the job that served it), so each id is staged once, with the row served first (dlt's
-    deduplication would keep either). An id served again by the same job is the same object; an id belongs
-    to one job, so one served under a second job is named in a warning."""
-    kept: List[Dict[str, Any]] = []
+def first_served(ids: List[Any], staged: Dict[str, str], *, job_id: str, name: str) -> List[int]:
+    """Checkpoints and events: the positions in `ids` (one read's objects, in the order served) whose id
+    this load package has not staged yet (`staged`: id -> the job that served it), so each id is staged
+    once, with the row served first (dlt's deduplication would keep either). An id served again by the same
+    job is the same object; an id belongs to one job, so one served under a second job is named in a warning."""
+    kept: List[int] = []
     elsewhere: List[Tuple[str, str]] = []
-    for item in items:
-        row_id = item["id"]
+    for position, row_id in enumerate(ids):
         owner = staged.get(row_id)
         if owner is None:
             staged[row_id] = job_id
-            kept.append(item)
+            kept.append(position)
         elif owner != job_id:
             elsewhere.append((row_id, owner))
     if elsewhere:
@@ -275,27 +275,42 @@ def _read_children(
         if ahead is not None:
             after = ahead.after
         pages = client.list_events(job["id"], stop_at_id=known_newest, after=after)
-        fetched = _read_list(job, pages, packing=True, slice_pages=sliced, ahead=ahead, max_pages=settings.EVENT_PAGES_PER_TURN)
+        fetched = _read_list(job, pages, packing=nested, slice_pages=sliced, ahead=ahead, max_pages=settings.EVENT_PAGES_PER_TURN)
         if resume is not None and resume.newest_id:  # the job's newest event is the one its first read read
             fetched.newest_id = resume.newest_id
         return fetched
 
     def to_tables(fetched: Fetched) -> None:
-        """In the consuming thread: the job's objects become one Arrow table (plus, for checkpoints, the
-        content hashes the summary compares and the model names the permissions pass reads)."""
+        """In the consuming thread: the job's objects become Arrow (events: one table for its pages split into
+        columns, one more for each page that was not; checkpoints: one table, plus the content hashes the
+        summary compares and the model names the permissions pass reads)."""
         job_id = fetched.job["id"]
-        items, fetched.items = (objects(fetched.packed) if events else fetched.items), []
-        fetched.packed = []
-        items = first_served(items, staged, job_id=job_id, name=name)
-        fetched.rows = len(items)
-        if not events:
-            fetched.hashes = {item["id"]: row_hash(item) for item in items}
-            fetched.models = [
-                (item["fine_tuned_model_checkpoint"], item["id"], job_id)
-                for item in items if isinstance(item.get("fine_tuned_model_checkpoint"), str)
+        extra = {"fine_tuning_job_id": job_id, **extra_columns}
+        if events:
+            pages, fetched.packed = list(unpack(fetched.packed)), []
+            ids = [row_id for page in pages for row_id in page.ids]
+            kept = first_served(ids, staged, job_id=job_id, name=name)
+            if len(kept) < len(ids):
+                pages = select(pages, kept)
+            fetched.rows = len(kept)
+            fetched.tables = [
+                columns_to_arrow(run.columns, run.rows, columns, project=project, extra=extra, misfits=fetched.misfits)
+                if run.columns is not None else
+                items_to_arrow(run.items or [], columns, nested=nested, project=project, extra=extra, misfits=fetched.misfits)
+                for run in runs(pages)
             ]
+            return
+        items, fetched.items = fetched.items, []
+        kept = first_served([item["id"] for item in items], staged, job_id=job_id, name=name)
+        if len(kept) < len(items):
+            items = [items[position] for position in kept]
+        fetched.rows = len(items)
+        fetched.hashes = {item["id"]: row_hash(item) for item in items}
+        fetched.models = [
+            (item["fine_tuned_model_checkpoint"], item["id"], job_id)
+            for item in items if isinstance(item.get("fine_tuned_model_checkpoint"), str)
+        ]
         if items:
-            extra = {"fine_tuning_job_id": job_id, **extra_columns}
             fetched.tables = [
                 items_to_arrow(items, columns, nested=nested, project=project, extra=extra, misfits=fetched.misfits)
             ]

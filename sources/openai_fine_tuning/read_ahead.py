@@ -28,7 +28,7 @@ import httpx
 from .client import ClientSettings, FineTuningClient
 from . import settings
 from .exceptions import FineTuningSourceError
-from .packed import pack, unpack
+from .packed import Page, pack, unpack
 from .stats import RunStats
 
 
@@ -38,7 +38,7 @@ class Ahead:
     `complete`: the list was read to its end or its stop id; `error`: what the read ran into, for the next
     slice to meet as its own read would."""
 
-    packed: List[bytes] = field(default_factory=list)  # the pages in the order served, pickled (`packed.py`)
+    packed: List[bytes] = field(default_factory=list)  # the pages in the order served, packed (`packed.py`)
     rows: int = 0  # the objects on those pages
     first_id: Optional[str] = None  # the first object served
     after: Optional[str] = None
@@ -46,7 +46,7 @@ class Ahead:
     error: Optional[FineTuningSourceError] = None
 
     @property
-    def pages(self) -> Iterator[List[Dict[str, Any]]]:
+    def pages(self) -> Iterator[Page]:
         """The pages, in the order served."""
         return unpack(self.packed)
 
@@ -154,7 +154,7 @@ class ReadAhead:
             page = next(reading.iterator, None)
             if page is None:
                 return False
-            ahead.packed.append(pack(page))
+            ahead.packed.append(pack(page, nested=settings.EVENT_NESTED))
             ahead.rows += len(page)
             if ahead.first_id is None:
                 ahead.first_id = page[0]["id"]

@@ -307,7 +307,7 @@ def _plain_array(values: List[Any], kinds: Set[type], data_type: str) -> Optiona
     return None
 
 
-def _columns_by_key(items: List[Mapping[str, Any]], nested: str) -> Optional[Dict[str, List[Any]]]:
+def columns_by_key(items: List[Mapping[str, Any]], nested: str) -> Optional[Dict[str, List[Any]]]:
     """The objects' values column by column (None where a key is absent), keys in the order first seen,
     `nested`'s keys as `<nested>__<key>`; None when two keys would meet in one column or `nested` is not an
     object everywhere: those pages are flattened object by object."""
@@ -346,13 +346,27 @@ def items_to_arrow(
     """API objects (a page of checkpoints or events) -> an Arrow table: the table `to_arrow` builds from
     `flatten` of each object (the same columns, types, values and variant columns; unknown columns may
     come in another order), without the dict per row (the hot path of a large backfill)."""
-    columns = _Columns(declared, len(items), misfits)
-    by_key = _columns_by_key(items, nested)
+    by_key = columns_by_key(items, nested)
     if by_key is not None:
-        for name, values in by_key.items():
-            columns.add(name, values)
-    else:
-        _put_each(columns, items, nested)
+        return columns_to_arrow(by_key, len(items), declared, project=project, extra=extra, misfits=misfits)
+    columns = _Columns(declared, len(items), misfits)
+    _put_each(columns, items, nested)
+    return columns.table({PROJECT_COLUMN: project, **(extra or {})})
+
+
+def columns_to_arrow(
+    by_key: Mapping[str, List[Any]],
+    rows: int,
+    declared: TColumns,
+    *,
+    project: str,
+    extra: Optional[Mapping[str, Any]] = None,
+    misfits: Optional[List[str]] = None,
+) -> pa.Table:
+    """`items_to_arrow` of objects already split into columns by `columns_by_key` (`rows` values each)."""
+    columns = _Columns(declared, rows, misfits)
+    for name, values in by_key.items():
+        columns.add(name, values)
     return columns.table({PROJECT_COLUMN: project, **(extra or {})})
 
 

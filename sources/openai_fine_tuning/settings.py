@@ -158,6 +158,7 @@ PERMISSION_COLUMNS: TColumns = {
     "revoked": _col("bool", hard_delete=True),
 }
 
+EVENT_NESTED = "data"  # an event's object of metrics: its keys become `data__<key>` columns
 EVENT_COLUMNS: TColumns = {
     "id": _col("text", nullable=False, primary_key=True),
     PROJECT_COLUMN: _col("text"),

@@ -176,7 +176,7 @@ def openai_fine_tuning(
 
     @dlt.resource(name="events", write_disposition="merge", primary_key="id", columns=defaults.EVENT_COLUMNS)
     def events() -> Iterator[Any]:
-        yield from read_children(session, "events", columns=defaults.EVENT_COLUMNS, nested="data")
+        yield from read_children(session, "events", columns=defaults.EVENT_COLUMNS, nested=defaults.EVENT_NESTED)
 
     @dlt.resource(
         name="step_metrics", write_disposition="merge",
