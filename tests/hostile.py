@@ -3,7 +3,7 @@
 It serves `GET /v1/fine_tuning/jobs`, `/jobs/{id}`, `/jobs/{id}/checkpoints` and `/jobs/{id}/events` as the
 reference documents them (newest first, `after` + `limit`, `has_more`, the `{"error": {...}}` body), and
 misbehaves on command. Its control API is `rule(...)`: per endpoint (and optionally per job), answer with a
-status and body, trickle or stall the body, end a list too early, serve an empty page after a cursor, serve
+status and body, trickle, split or stall the body, end a list too early, serve an empty page after a cursor, serve
 duplicates, or page forever. Every request is recorded. A test tool, not part of the package.
 """
 
@@ -37,6 +37,7 @@ class Rule:
     times: Optional[int] = None  # None: forever
     trickle: Optional[float] = None  # seconds between the bytes of the body
     stall: bool = False  # send the headers and half the body, then nothing
+    pieces: Optional[int] = None  # send the body in writes of this many bytes, each flushed after a pause
     end_after_page: Optional[int] = None  # page N (1-based) says has_more: false, whatever follows
     empty_after_cursor: bool = False  # a request with `after` gets an empty page, has_more: false
     endless: bool = False  # has_more: true forever, with new ids on every page
@@ -228,6 +229,11 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(bytes([byte]))
                     self.wfile.flush()
                     time.sleep(rule.trickle)
+            elif rule is not None and rule.pieces:
+                for start in range(0, len(body), rule.pieces):
+                    self.wfile.write(body[start:start + rule.pieces])
+                    self.wfile.flush()
+                    time.sleep(0.002)
             elif rule is not None and rule.stall:
                 self.wfile.write(body[: len(body) // 2])
                 self.wfile.flush()

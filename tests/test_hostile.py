@@ -284,6 +284,24 @@ def test_a_server_that_ends_each_connection_with_its_answer_loads_exactly(api: H
     assert api.count("checkpoints") == len(jobs)  # each read once: no answer was cut short and retried
 
 
+@pytest.mark.parametrize("pieces", [None, 7_000], ids=["one-write", "writes-of-7000-bytes"])
+def test_answers_larger_than_the_read_buffer_load_exactly(api: HostileAPI, run: Run, pieces: Optional[int]) -> None:
+    """A response is read through a 64 KB buffer (`transport.READ_BUFFER_BYTES`): bodies of about 230 KB,
+    sent at once or in pieces that end anywhere in a buffer, arrive byte for byte."""
+    jobs = ten_jobs(api)
+    notes = {}
+    for step in range(2, 12):
+        checkpoint = api.add_checkpoint(jobs[0], step * 100, note=f"{step:02d}" + "é" * 11_000 + "end")
+        notes[checkpoint["id"]] = checkpoint["note"]
+    if pieces:
+        api.rule("checkpoints", job_id=jobs[0], pieces=pieces)
+    assert run(page_size=100).exit_code == 0
+    assert run.ids("checkpoints") == served_checkpoints(api)
+    assert {r["id"]: r["note"] for r in run.rows("checkpoints", "id, note") if r["note"] is not None} == notes
+    assert api.count("checkpoints") == len(jobs)  # one page each, none retried
+    assert len(json.dumps({"data": api.checkpoints[jobs[0]]}).encode()) > 3 * 64 * 1024
+
+
 def test_duplicates_within_and_across_pages_load_once(api: HostileAPI, run: Run) -> None:
     jobs = ten_jobs(api)
     for step in range(2, 8):
