@@ -5,9 +5,9 @@ counting frees; the cyclic collector still runs every 700 net allocations (CPyth
 and, every 100 of those runs, walks every object of the process (dlt's, sqlglot's and pyarrow's modules
 included). In an events backfill of 400,000 rows that took 1.42 s of the loader's CPU (1,534 young, 140
 middle and 11 full collections, 76 ms each) in a run of about 20 s on 2 cores, where the loader's CPU is
-what holds requests back. With thresholds of 10,000, 10 and 10 it took 0.28 s (39 young
-collections, 4 middle, none full). Memory does not move: what
-the collector frees are the rare reference cycles, which wait a little longer.
+what holds requests back. With thresholds of 10,000, 10 and 10 it took 0.28 s (39 young collections,
+4 middle, none full). Memory does not move: what the collector frees are the rare reference cycles,
+which wait a little longer.
 
 `load()` sets the thresholds for the run and puts the caller's back afterwards; `pipeline.run(source)`
 in the user's own process keeps the user's.

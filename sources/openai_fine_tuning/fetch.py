@@ -49,8 +49,8 @@ RUN_FATAL = (AuthenticationError, QuotaExceededError, RequestCancelled, InvalidU
 @dataclass
 class Fetched:
     """One job's list: read in a worker thread (`items`, the decoded objects, or for events `packed`, the
-    pages pickled column by column), then turned into compact Arrow tables in the consuming thread (`tables`; see
-    `_read_children`)."""
+    pages pickled column by column), then turned into compact Arrow tables in the consuming thread
+    (`tables`; see `_read_children`)."""
 
     job: Dict[str, Any]
     items: List[Dict[str, Any]] = field(default_factory=list)
@@ -95,9 +95,8 @@ def _read_list(
     """Page one job's list to the end (or to the known id) in a worker thread. Checkpoints keep the decoded
     objects (`items`: an id served twice, within or across pages, keeps its last served version); with
     `packing` (events: the key of their nested object) the pages are packed column by column (`packed`,
-    see `packed.py`), and the consuming thread keeps
-    the first served version of an id (`first_served`). Turning them into Arrow is left to the consuming
-    thread, so the worker threads do I/O, decoding and packing only (Python work in 16 threads contends
+    see `packed.py`), and the consuming thread keeps the first served version of an id (`first_served`).
+    Turning them into Arrow is left to the consuming thread, so the worker threads do I/O, decoding and packing only (Python work in 16 threads contends
     for one GIL: measured on events, the same work costs more CPU there).
 
     `slice_pages` (events in a sliced run): each page counts towards the session's slice as it arrives, and

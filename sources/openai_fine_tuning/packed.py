@@ -63,7 +63,8 @@ def select(pages: Sequence[Page], keep: Sequence[int]) -> List[Page]:
         if len(positions) == page.rows:
             selected.append(page)
         elif positions and page.columns is not None:
-            selected.append(Page(len(positions), {name: [values[i] for i in positions] for name, values in page.columns.items()}, None))
+            columns = {name: [values[i] for i in positions] for name, values in page.columns.items()}
+            selected.append(Page(len(positions), columns, None))
         elif positions:
             selected.append(Page(len(positions), None, [page.items[i] for i in positions]))  # type: ignore[index]
         start = end
