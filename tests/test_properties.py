@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Dict, List
 
@@ -14,9 +15,9 @@ from openai_fine_tuning.client import retry_after_seconds
 from openai_fine_tuning.exceptions import PaginationLoopError
 from openai_fine_tuning.paginator import CursorPaginator
 from openai_fine_tuning.redaction import redact_text, redact_url
-from openai_fine_tuning.fetch import first_served
+from openai_fine_tuning.fetch import checkpoint_tables, first_served
 from openai_fine_tuning.packed import pack, runs, select, unpack
-from openai_fine_tuning.rows import column_name, columns_to_arrow, flatten, items_to_arrow, to_arrow
+from openai_fine_tuning.rows import column_name, columns_to_arrow, flatten, items_to_arrow, misfit_warning, to_arrow
 from openai_fine_tuning.settings import CHECKPOINT_COLUMNS
 
 
@@ -170,6 +171,49 @@ def test_pages_packed_column_by_column_make_the_table_of_the_objects_served_firs
     names = sorted(expected.column_names)
     assert table.select(names).to_pylist() == expected.select(names).to_pylist()
     assert sorted(set(misfits)) == sorted(set(misfits_expected))
+
+
+class _Messages(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@settings(max_examples=300, deadline=None)
+@given(jobs=st.lists(api_objects, min_size=1, max_size=4))
+def test_checkpoints_of_several_jobs_make_the_tables_of_each_job(jobs: List[List[Dict[str, Any]]]) -> None:
+    """`fetch.checkpoint_tables` makes one table of several jobs' checkpoints with the rows, columns, types
+    and values of a table per job (`fine_tuning_job_id` the job that served each row, whatever the object
+    says), and names each job whose objects hold an odd value, as a table per job does."""
+    read = [(f"ftjob-{n}", items) for n, items in enumerate(jobs) if items]
+    extra = {"last_listed_at": 1_763_000_000_000_000}
+    expected_warnings: List[str] = []
+    expected = []
+    for job_id, items in read:
+        misfits: List[str] = []
+        expected.append(items_to_arrow(items, CHECKPOINT_COLUMNS, nested="metrics", project="p",
+                                       extra={"fine_tuning_job_id": job_id, **extra}, misfits=misfits))
+        if misfits:
+            expected_warnings.append(misfit_warning("checkpoints", job_id, misfits))
+    handler = _Messages()
+    logger = logging.getLogger("openai_fine_tuning.fetch")
+    logger.addHandler(handler)
+    try:
+        tables = checkpoint_tables(read, CHECKPOINT_COLUMNS, nested="metrics", project="p", extra=extra, name="checkpoints")
+    finally:
+        logger.removeHandler(handler)
+    assert handler.messages == expected_warnings
+    if not read:
+        assert tables == []
+        return
+    table = pa.concat_tables(tables, promote_options="default")
+    wanted = pa.concat_tables(expected, promote_options="default")
+    assert {f.name: f.type for f in table.schema} == {f.name: f.type for f in wanted.schema}
+    names = sorted(wanted.column_names)
+    assert table.select(names).to_pylist() == wanted.select(names).to_pylist()
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ from .permissions import read_permissions
 from .packed import pack, runs, select, unpack
 from .read_ahead import Ahead
 from .result_files import result_table
-from .rows import columns_to_arrow, items_to_arrow, misfit_warning, row_hash, with_datetimes
+from .rows import columns_by_key, columns_to_arrow, items_to_arrow, misfit_warning, row_hash, with_datetimes
 from .session import Session
 from .state import TodoJob
 from .stats import JobFailure
@@ -195,6 +195,32 @@ def first_served(ids: List[Any], staged: Dict[str, str], *, job_id: str, name: s
     return kept
 
 
+def checkpoint_tables(
+    read: List[Tuple[str, List[Dict[str, Any]]]], columns: settings.TColumns, *, nested: str, project: str,
+    extra: Dict[str, Any], name: str,
+) -> List[pa.Table]:
+    """In the consuming thread: the checkpoints of several jobs ((job id, objects) each) as one Arrow table,
+    `fine_tuning_job_id` the job that served each: a table per job cost 0.4 ms for 3 checkpoints, whatever
+    their number. When the jobs' objects do not split into columns together, or hold an odd value, each job
+    gets a table of its own, as before, so that the warning about an odd value names its job."""
+    items = [item for _, job_items in read for item in job_items]
+    by_key = columns_by_key(items, nested) if len(read) > 1 else None
+    if by_key is not None:
+        by_key["fine_tuning_job_id"] = [job_id for job_id, job_items in read for _ in job_items]
+        misfits: List[str] = []
+        table = columns_to_arrow(by_key, len(items), columns, project=project, extra=extra, misfits=misfits)
+        if not misfits:
+            return [table]
+    tables = []
+    for job_id, job_items in read:
+        misfits = []
+        job_extra = {"fine_tuning_job_id": job_id, **extra}
+        tables.append(items_to_arrow(job_items, columns, nested=nested, project=project, extra=job_extra, misfits=misfits))
+        if misfits:
+            logger.warning("%s", misfit_warning(name, job_id, misfits))
+    return tables
+
+
 def _concat(tables: List[pa.Table]) -> pa.Table:
     # pages differ only by extra columns (a new metric, a variant): those are filled with nulls
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
@@ -280,9 +306,10 @@ def _read_children(
         return fetched
 
     def to_tables(fetched: Fetched) -> None:
-        """In the consuming thread: the job's objects become Arrow (events: one table for its pages split into
-        columns, one more for each page that was not; checkpoints: one table, plus the content hashes the
-        summary compares and the model names the permissions pass reads)."""
+        """In the consuming thread: events become Arrow (one table for the job's pages split into columns,
+        one more for each page that was not); checkpoints keep their objects (made into Arrow with other
+        jobs' by `checkpoint_tables`) and get the content hashes the summary compares and the model names
+        the permissions pass reads."""
         job_id = fetched.job["id"]
         extra = {"fine_tuning_job_id": job_id, **extra_columns}
         if events:
@@ -299,20 +326,16 @@ def _read_children(
                 for run in runs(pages)
             ]
             return
-        items, fetched.items = fetched.items, []
+        items = fetched.items
         kept = first_served([item["id"] for item in items], staged, job_id=job_id, name=name)
         if len(kept) < len(items):
-            items = [items[position] for position in kept]
+            items = fetched.items = [items[position] for position in kept]
         fetched.rows = len(items)
         fetched.hashes = {item["id"]: row_hash(item) for item in items}
         fetched.models = [
             (item["fine_tuned_model_checkpoint"], item["id"], job_id)
             for item in items if isinstance(item.get("fine_tuned_model_checkpoint"), str)
         ]
-        if items:
-            fetched.tables = [
-                items_to_arrow(items, columns, nested=nested, project=project, extra=extra, misfits=fetched.misfits)
-            ]
 
     def tasks() -> Iterator[Optional[Tuple[Dict[str, Any], Optional[str], Optional[TodoJob]]]]:
         # the open entry is read here, in this thread: workers never touch the state
@@ -326,6 +349,7 @@ def _read_children(
 
     batch: List[pa.Table] = []
     batch_rows = 0
+    read_checkpoints: List[Tuple[str, List[Dict[str, Any]]]] = []  # made into Arrow together, by the batch
     listings: List[Dict[str, Any]] = []
     for fetched in concurrently(tasks(), read, client.config.concurrency, on_abort=session.cancel):
         job_id = fetched.job["id"]
@@ -362,7 +386,8 @@ def _read_children(
             # job's latest listing"): the job is read whole next run
             plan.pending(job_id)  # the digests of its last complete listing stay
         else:
-            batch.extend(fetched.tables)
+            if fetched.items:
+                read_checkpoints.append((job_id, fetched.items))
             batch_rows += fetched.rows
             for row_id, digest in fetched.hashes.items():
                 session.stats.count_rows(name, plan.change(job_id, row_id, digest))
@@ -378,8 +403,10 @@ def _read_children(
             else:
                 plan.pending(job_id, hashes=fetched.hashes)
         if batch_rows >= ARROW_BATCH_ROWS:
+            batch.extend(checkpoint_tables(read_checkpoints, columns, nested=nested, project=project, extra=extra_columns, name=name))
             yield _concat(batch)
-            batch, batch_rows = [], 0
+            batch, batch_rows, read_checkpoints = [], 0, []
+    batch.extend(checkpoint_tables(read_checkpoints, columns, nested=nested, project=project, extra=extra_columns, name=name))
     if batch:
         yield _concat(batch)
     if listings:
