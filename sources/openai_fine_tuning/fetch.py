@@ -311,8 +311,8 @@ def _read_children(
         jobs' by `checkpoint_tables`) and get the content hashes the summary compares and the model names
         the permissions pass reads."""
         job_id = fetched.job["id"]
-        extra = {"fine_tuning_job_id": job_id, **extra_columns}
         if events:
+            extra = {"fine_tuning_job_id": job_id, **extra_columns}
             pages, fetched.packed = list(unpack(fetched.packed)), []
             ids = [row_id for page in pages for row_id in page.ids]
             kept = first_served(ids, staged, job_id=job_id, name=name)
