@@ -49,8 +49,8 @@ RUN_FATAL = (AuthenticationError, QuotaExceededError, RequestCancelled, InvalidU
 @dataclass
 class Fetched:
     """One job's list: read in a worker thread (`items`, the decoded objects, or for events `packed`, the
-    pages pickled column by column), then turned into compact Arrow tables in the consuming thread
-    (`tables`; see `_read_children`)."""
+    pages pickled column by column), then turned into Arrow in the consuming thread (see `_read_children`):
+    events into `tables` job by job, checkpoints (`items`) with the other jobs of their batch."""
 
     job: Dict[str, Any]
     items: List[Dict[str, Any]] = field(default_factory=list)
@@ -96,8 +96,9 @@ def _read_list(
     objects (`items`: an id served twice, within or across pages, keeps its last served version); with
     `packing` (events: the key of their nested object) the pages are packed column by column (`packed`,
     see `packed.py`), and the consuming thread keeps the first served version of an id (`first_served`).
-    Turning them into Arrow is left to the consuming thread, so the worker threads do I/O, decoding and packing only (Python work in 16 threads contends
-    for one GIL: measured on events, the same work costs more CPU there).
+    Turning them into Arrow is left to the consuming thread, so the worker threads do I/O, decoding and
+    packing only (Python work in 16 threads contends for one GIL: measured on events, the same work costs
+    more CPU there).
 
     `slice_pages` (events in a sliced run): each page counts towards the session's slice as it arrives, and
     once the slice is full the read stops at a page boundary, `partial`, with `after` the last id read (or
@@ -215,7 +216,9 @@ def checkpoint_tables(
     for job_id, job_items in read:
         misfits = []
         job_extra = {"fine_tuning_job_id": job_id, **extra}
-        tables.append(items_to_arrow(job_items, columns, nested=nested, project=project, extra=job_extra, misfits=misfits))
+        tables.append(
+            items_to_arrow(job_items, columns, nested=nested, project=project, extra=job_extra, misfits=misfits)
+        )
         if misfits:
             logger.warning("%s", misfit_warning(name, job_id, misfits))
     return tables
@@ -351,6 +354,12 @@ def _read_children(
     batch_rows = 0
     read_checkpoints: List[Tuple[str, List[Dict[str, Any]]]] = []  # made into Arrow together, by the batch
     listings: List[Dict[str, Any]] = []
+
+    def checkpoints_of_batch() -> List[pa.Table]:
+        return checkpoint_tables(
+            read_checkpoints, columns, nested=nested, project=project, extra=extra_columns, name=name
+        )
+
     for fetched in concurrently(tasks(), read, client.config.concurrency, on_abort=session.cancel):
         job_id = fetched.job["id"]
         goes_on = TodoJob(id=job_id, after=fetched.after, newest_id=fetched.newest_id) if fetched.more else None
@@ -403,10 +412,11 @@ def _read_children(
             else:
                 plan.pending(job_id, hashes=fetched.hashes)
         if batch_rows >= ARROW_BATCH_ROWS:
-            batch.extend(checkpoint_tables(read_checkpoints, columns, nested=nested, project=project, extra=extra_columns, name=name))
+            batch.extend(checkpoints_of_batch())
             yield _concat(batch)
-            batch, batch_rows, read_checkpoints = [], 0, []
-    batch.extend(checkpoint_tables(read_checkpoints, columns, nested=nested, project=project, extra=extra_columns, name=name))
+            batch, batch_rows = [], 0
+            read_checkpoints.clear()
+    batch.extend(checkpoints_of_batch())
     if batch:
         yield _concat(batch)
     if listings:
