@@ -7,6 +7,12 @@ with the default arenas and at 384 MB with two (`benchmarks/bench_memory.py`, RE
 same speed. `load()` caps the arenas once per process with `mallopt(M_ARENA_MAX)`; a
 `MALLOC_ARENA_MAX` set in the environment wins (glibc read it at start-up), and on a C library that is
 not glibc (macOS, musl, Windows) nothing changes.
+
+Arrow's buffers come from the system allocator while `load()` runs (`system_arrow_pool`), instead of
+pyarrow's default pool (mimalloc in pyarrow 26). mimalloc keeps what a slice freed for later and the
+peak crept up with the backfill: 388 MB at four million events and 427 MB at eight million, against
+360 MB and 396 MB with the system allocator (`bench_memory.py`, README "Speed"), at the same speed.
+An `ARROW_DEFAULT_MEMORY_POOL` set in the environment wins, and the caller's pool comes back afterwards.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import ctypes
 import ctypes.util
 import functools
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 ARENAS = 2
 _M_ARENA_MAX = -8  # glibc's malloc.h
@@ -37,3 +45,20 @@ def _glibc() -> bool:
         return os.confstr("CS_GNU_LIBC_VERSION") is not None
     except (AttributeError, ValueError, OSError):  # no confstr (Windows), or a libc that does not know the name
         return False
+
+
+@contextmanager
+def system_arrow_pool() -> Iterator[None]:
+    """Arrow's default memory pool is the system allocator inside the block, the caller's after it; an
+    `ARROW_DEFAULT_MEMORY_POOL` set in the environment keeps the pool it chose."""
+    import pyarrow as pa
+
+    before = pa.default_memory_pool()
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or before.backend_name == "system":
+        yield
+        return
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(before)

@@ -25,7 +25,7 @@ from dlt.common.exceptions import SignalReceivedException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from . import settings
-from .allocator import limit_malloc_arenas
+from .allocator import limit_malloc_arenas, system_arrow_pool
 from .client import ClientSettings
 from .collector import fewer_collections
 from .destinations import preflight
@@ -137,7 +137,7 @@ def load(
 
     limit_malloc_arenas()
     result = LoadResult()
-    with _signals_raise_interrupted(), warnings.catch_warnings(), fewer_collections():
+    with _signals_raise_interrupted(), warnings.catch_warnings(), fewer_collections(), system_arrow_pool():
         # dlt's sqlalchemy merge job trips a SQLAlchemy deprecation warning on every run: not the user's to fix
         warnings.filterwarnings("ignore", message="implicitly coercing SELECT object to scalar subquery")
         try:
