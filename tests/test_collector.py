@@ -1,12 +1,14 @@
-"""`load` collects young objects less often while it runs (`collector.py`) and puts the caller's collector
-settings back afterwards, whether the run succeeds or fails."""
+"""What `load` sets for its process while it runs, and puts back afterwards whether the run succeeds or
+fails: the collector collects young objects less often (`collector.py`), and Arrow's buffers come from
+the system allocator (`allocator.system_arrow_pool`)."""
 
 from __future__ import annotations
 
 import gc
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Callable, Iterator, List, Tuple, TypeVar
 
 import dlt
+import pyarrow as pa
 import pytest
 
 from openai_fine_tuning.collector import THRESHOLDS
@@ -24,6 +26,14 @@ def restore_collector() -> Iterator[None]:
 
 
 @pytest.fixture
+def mimalloc() -> Iterator[None]:
+    before = pa.default_memory_pool()
+    pa.set_memory_pool(pa.mimalloc_memory_pool())
+    yield
+    pa.set_memory_pool(before)
+
+
+@pytest.fixture
 def loader(make_loader: Any) -> Iterator[Any]:
     with Emulator.synthetic(3, events_per_job=5) as emu:
         yield make_loader(emu)
@@ -34,12 +44,15 @@ def destination(tmp_path: Any) -> Any:
     return dlt.destinations.duckdb(credentials=str(tmp_path / "collector.duckdb"))
 
 
-def thresholds_while_serving(loader: Any, **run: Any) -> List[Tuple[int, int, int]]:
-    """The collector's thresholds at each request the run sent (the emulator serves in this process)."""
-    seen: List[Tuple[int, int, int]] = []
+T = TypeVar("T")
+
+
+def seen_while_serving(loader: Any, probe: Callable[[], T], **run: Any) -> List[T]:
+    """`probe()` at each request the run sent (the emulator serves in this process)."""
+    seen: List[T] = []
 
     def record(request: RequestRecord) -> None:
-        seen.append(gc.get_threshold())
+        seen.append(probe())
 
     loader.emulator.on_request = record
     try:
@@ -47,6 +60,16 @@ def thresholds_while_serving(loader: Any, **run: Any) -> List[Tuple[int, int, in
     finally:
         loader.emulator.on_request = None
     return seen
+
+
+def thresholds_while_serving(loader: Any, **run: Any) -> List[Tuple[int, int, int]]:
+    """The collector's thresholds at each request the run sent."""
+    return seen_while_serving(loader, gc.get_threshold, **run)
+
+
+def pools_while_serving(loader: Any, **run: Any) -> List[str]:
+    """Arrow's default pool at each request the run sent."""
+    return seen_while_serving(loader, lambda: pa.default_memory_pool().backend_name, **run)
 
 
 def test_a_load_raises_the_first_threshold_while_it_runs_and_restores_the_callers(loader: Any, restore_collector: None) -> None:
@@ -79,3 +102,29 @@ def test_a_failed_load_restores_the_callers_thresholds(loader: Any, restore_coll
     )
     assert loader.result.exit_code == EXIT_CONFIGURATION
     assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_a_load_takes_arrows_buffers_from_the_system_allocator_and_restores_the_callers_pool(
+    loader: Any, mimalloc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    seen = pools_while_serving(loader)
+    assert seen == ["system"] * (1 + 3 + 3)  # the jobs page, then each job's checkpoints and events
+    assert pa.default_memory_pool().backend_name == "mimalloc"
+    served = sorted(event["id"] for events in loader.emulator.events.values() for event in events)
+    assert [row["id"] for row in loader.rows("events", "id")] == served and len(served) == 18
+
+
+def test_a_pool_chosen_in_the_environment_stays(loader: Any, mimalloc: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "mimalloc")
+    assert set(pools_while_serving(loader)) == {"mimalloc"}
+    assert pa.default_memory_pool().backend_name == "mimalloc"
+
+
+def test_a_failed_load_restores_the_callers_pool(loader: Any, mimalloc: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    with pytest.raises(Exception) as failure:
+        pools_while_serving(loader, api_key="sk-wrong")
+    assert "failed with HTTP 401 (invalid_api_key)" in str(failure.value)
+    assert loader.result.exit_code == EXIT_CONFIGURATION
+    assert pa.default_memory_pool().backend_name == "mimalloc"
