@@ -11,7 +11,8 @@ not glibc (macOS, musl, Windows) nothing changes.
 Arrow's buffers come from the system allocator while `load()` runs (`system_arrow_pool`), instead of
 pyarrow's default pool (mimalloc in pyarrow 26). mimalloc keeps what a slice freed for later and the
 peak crept up with the backfill: 388 MB at four million events and 427 MB at eight million, against
-360 MB and 396 MB with the system allocator (`bench_memory.py`, README "Speed"), at the same speed.
+380 MB and 415 to 417 MB with this switch, and 396 MB with `ARROW_DEFAULT_MEMORY_POOL=system` set before
+pyarrow loads (`bench_memory.py`, README "Speed"), at the same speed.
 An `ARROW_DEFAULT_MEMORY_POOL` set in the environment wins, and the caller's pool comes back afterwards.
 """
 
