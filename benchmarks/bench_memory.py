@@ -1,12 +1,14 @@
 """Peak memory of an events backfill, with and without slices.
 
-    .venv/bin/python benchmarks/bench_memory.py [--jobs 500] [--events 2000] [--latency 0] [--default-only]
+    .venv/bin/python benchmarks/bench_memory.py [--jobs 500] [--events 2000] [--latency 0] [--default-only] [--library]
 
 Each configuration runs in its own process (so `ru_maxrss` is that load's own peak: extract, normalize and
 DuckDB's merge), against the emulator serving from a process of its own: one backfill of jobs, checkpoints
 and events into a fresh DuckDB file with `slice_rows` at its default (100,000), at 50,000, and with slicing
 off (one load package for everything); `--default-only` runs the default alone (one package of eight
-million events holds gigabytes). Prints a Markdown table; `--json` writes the figures.
+million events holds gigabytes). The child process is set up as the `openai-fine-tuning` command sets up its
+own (Arrow's buffers from the system allocator from the start); `--library` measures `load()` called in a
+process that did not (an Airflow task, say), where Arrow's pool is switched only while `load()` runs. Prints a Markdown table; `--json` writes the figures.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ NO_SLICES = 100_000_000
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     """In the child: the emulator in its own process, one backfill, the figures."""
+    from openai_fine_tuning.allocator import system_arrow_pool_for_process
+
+    if not args.library:
+        system_arrow_pool_for_process()  # as `cli.console_main` does, before pyarrow loads
     from openai_fine_tuning.client import ClientSettings
     from openai_fine_tuning.load import load
     from openai_fine_tuning.runner import make_pipeline
@@ -63,6 +69,7 @@ def main() -> None:
     parser.add_argument("--open-jobs", type=int, default=10)
     parser.add_argument("--slice-rows", type=int, default=None)
     parser.add_argument("--default-only", action="store_true", help="only slices of the default size")
+    parser.add_argument("--library", action="store_true", help="load() in a process not set up as the command's")
     parser.add_argument("--scenario", default="backfill")
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--json", help="write the figures here")
@@ -71,7 +78,8 @@ def main() -> None:
         print(json.dumps(run(args)))
         return
     common = ["--jobs", str(args.jobs), "--events", str(args.events), "--checkpoints", str(args.checkpoints),
-              "--latency", str(args.latency), "--concurrency", str(args.concurrency), "--open-jobs", str(args.open_jobs)]
+              "--latency", str(args.latency), "--concurrency", str(args.concurrency), "--open-jobs", str(args.open_jobs),
+              *(["--library"] if args.library else [])]
     results: Dict[str, Any] = machine()
     rows: List[str] = []
     configurations = (("slices of 100,000 rows (default)", 100_000), ("slices of 50,000 rows", 50_000),
@@ -82,8 +90,9 @@ def main() -> None:
         figures = json.loads(output.stdout.strip().splitlines()[-1])
         results[label] = figures
         rows.append(f"| {label} | {figures['rows']:,} | {figures['slices']} | {figures['seconds']:.1f} s | {figures['peak_rss_mb']:.0f} MB |")
+    process = "load() in a caller's process" if args.library else "the command's process"
     title = (f"{args.jobs} jobs x ({args.checkpoints} checkpoints + {args.events} events), {args.latency * 1000:.0f} ms a"
-             f" request, concurrency {args.concurrency}, DuckDB; {results['machine']}; {results['date']}")
+             f" request, concurrency {args.concurrency}, DuckDB, {process}; {results['machine']}; {results['date']}")
     report(title, ["load", "rows", "load packages", "seconds", "peak RSS"], rows, results, args.json)
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import os
 import sys
 from typing import List, Optional
 
+from openai_fine_tuning.allocator import system_arrow_pool_for_process
 from openai_fine_tuning.cli import main
 
 
@@ -27,4 +28,5 @@ def load_fine_tuning(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    system_arrow_pool_for_process()  # this script's own process, before pyarrow loads (as the command does)
     sys.exit(load_fine_tuning())

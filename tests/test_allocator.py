@@ -67,3 +67,47 @@ def test_a_load_caps_the_malloc_arenas_of_its_process_at_two(tmp_path: Any) -> N
 @pytest.mark.deployment
 def test_a_malloc_arena_max_set_in_the_environment_wins(tmp_path: Any) -> None:
     assert arenas(tmp_path, "load", MALLOC_ARENA_MAX="3") == 3
+
+
+POOL_CHILD = r"""
+import runpy, sys
+how, target = sys.argv[1], sys.argv[2]
+sys.argv = [target, "--help"]
+try:
+    if how == "module":
+        runpy.run_module("openai_fine_tuning", run_name="__main__")
+    elif how == "script":
+        runpy.run_path(target, run_name="__main__")
+    else:
+        from importlib.metadata import entry_points
+        entry_points(group="console_scripts")["openai-fine-tuning"].load()()
+except SystemExit as exit:
+    sys.stderr.write(f"exit {exit.code}\n")
+import pyarrow
+print(pyarrow.default_memory_pool().backend_name)
+"""
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines", "openai_fine_tuning_pipeline.py")
+
+
+def process_pool(how: str, **env: str) -> str:
+    """Arrow's default pool of a process that ran the command's entry point `how` (with `--help`)."""
+    environment: Dict[str, str] = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    environment.update(env)
+    result = subprocess.run([sys.executable, "-c", POOL_CHILD, how, SCRIPT], env=environment, capture_output=True,
+                            text=True, timeout=120)
+    assert (result.returncode, result.stderr) == (0, "exit 0\n"), result.stderr
+    return result.stdout.splitlines()[-1]  # after the help text
+
+
+@pytest.mark.deployment
+@pytest.mark.parametrize("how", ["console-script", "module", "script"])
+def test_the_commands_own_process_takes_arrows_buffers_from_the_system_allocator(how: str) -> None:
+    # pyarrow 26's default is mimalloc: the command's process sets the system pool before pyarrow loads, so
+    # that no Arrow buffer of the run comes from mimalloc (which kept what each slice freed)
+    assert process_pool(how) == "system"
+
+
+@pytest.mark.deployment
+def test_an_arrow_pool_chosen_in_the_environment_wins_for_the_commands_process() -> None:
+    assert process_pool("module", ARROW_DEFAULT_MEMORY_POOL="jemalloc") == "jemalloc"

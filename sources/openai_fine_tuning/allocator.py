@@ -14,6 +14,9 @@ peak crept up with the backfill: 388 MB at four million events and 427 MB at eig
 380 MB and 415 to 417 MB with this switch, and 396 MB with `ARROW_DEFAULT_MEMORY_POOL=system` set before
 pyarrow loads (`bench_memory.py`, README "Speed"), at the same speed.
 An `ARROW_DEFAULT_MEMORY_POOL` set in the environment wins, and the caller's pool comes back afterwards.
+Switching inside `load()` comes after some of the process's Arrow memory was already taken from mimalloc;
+the `openai-fine-tuning` command's own process sets the system pool for the whole process before pyarrow
+loads (`system_arrow_pool_for_process`, called by `cli.console_main`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,16 @@ def _glibc() -> bool:
         return False
 
 
+ARROW_POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
+
+
+def system_arrow_pool_for_process() -> None:
+    """Arrow's default pool is the system allocator for the whole of this process (pyarrow reads the variable
+    when it first needs its default pool): for a process of the loader's own, before pyarrow loads. An
+    `ARROW_DEFAULT_MEMORY_POOL` set in the environment wins; processes started from this one inherit it."""
+    os.environ.setdefault(ARROW_POOL_VARIABLE, "system")
+
+
 @contextmanager
 def system_arrow_pool() -> Iterator[None]:
     """Arrow's default memory pool is the system allocator inside the block, the caller's after it; an
@@ -55,7 +68,7 @@ def system_arrow_pool() -> Iterator[None]:
     import pyarrow as pa
 
     before = pa.default_memory_pool()
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or before.backend_name == "system":
+    if os.environ.get(ARROW_POOL_VARIABLE) or before.backend_name == "system":
         yield
         return
     pa.set_memory_pool(pa.system_memory_pool())

@@ -323,6 +323,16 @@ def _dlt_config_message(exc: BaseException) -> Optional[str]:
     return None
 
 
+def console_main() -> int:
+    """The process of the `openai-fine-tuning` command and of `python -m openai_fine_tuning`: settings that
+    belong to a process of the loader's own (the Arrow pool), then `main`. `main` alone is for a caller's
+    process (tests, an Airflow task), whose settings stay the caller's."""
+    from .allocator import system_arrow_pool_for_process
+
+    system_arrow_pool_for_process()
+    return main()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
