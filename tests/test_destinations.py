@@ -199,7 +199,7 @@ def _duckdb_reports(limit: str) -> str:
     pytest.param({"DESTINATION__DUCKDB__CREDENTIALS": "configured.duckdb"}, None, "configured.duckdb", "loader", None,
                  id="credentials-as-a-path"),
     pytest.param({"DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG": '{"threads": 8}'}, None, "fine_tuning.duckdb",
-                 "288MB", 8, id="32MB-a-thread"),
+                 "160MB", 8, id="16MB-a-thread"),
     pytest.param({"DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG": '{"memory_limit": "1GB"}'}, None,
                  "fine_tuning.duckdb", "1GB", None, id="the-users-limit-wins"),
     pytest.param({"DESTINATION__DUCKDB__CREDENTIALS__DATABASE": "by_field.duckdb"}, None, "by_field.duckdb", "duckdb",
@@ -231,11 +231,11 @@ def test_duckdb_gets_the_loaders_memory_limit_unless_the_user_sets_one(
     assert (setting, used_threads, path) == (expected, expected_threads, str(tmp_path / database))
 
 
-def test_the_memory_limit_is_32MB_plus_32MB_a_thread_and_the_users_own_settings_stay() -> None:
+def test_the_memory_limit_is_32MB_plus_16MB_a_thread_and_the_users_own_settings_stay() -> None:
     from openai_fine_tuning.duckdb_memory import memory_limit, parse_global_config, with_memory_limit
 
-    assert [memory_limit(threads) for threads in (1, 2, 4, 8, 16)] == ["64MB", "96MB", "160MB", "288MB", "544MB"]
-    assert with_memory_limit({"threads": "4", "TimeZone": "UTC"}) == {"threads": "4", "TimeZone": "UTC", "memory_limit": "160MB"}
+    assert [memory_limit(threads) for threads in (1, 2, 4, 8, 16)] == ["48MB", "64MB", "96MB", "160MB", "288MB"]
+    assert with_memory_limit({"threads": "4", "TimeZone": "UTC"}) == {"threads": "4", "TimeZone": "UTC", "memory_limit": "96MB"}
     assert with_memory_limit({"threads": 2, "max_memory": "2GB"}) == {"threads": 2, "max_memory": "2GB"}
     assert [parse_global_config(v) for v in (None, '{"threads": 1}', {"threads": 1}, "not json", "[1]")] == [
         {}, {"threads": 1}, {"threads": 1}, None, None]

@@ -3,7 +3,6 @@ and the run after the upgrade stays incremental; shapes that are wrong are named
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from typing import Any, List

@@ -8,13 +8,14 @@ pool evicts and the merge spills to `<database>.tmp`. Measured on 2 cores with 1
 a million events"): a million events in slices of 50,000 rows peaked at 369 MB instead of 395, two
 million at 380 instead of 414, a million in one package at 433 MB instead of 1,109, at the same speed.
 
-The limit is `BASE_MB` plus `PER_THREAD_MB` per DuckDB thread: 96 MB on 2 threads (192 MB before). The
-process's peak is what the extract left plus DuckDB's pool, and the pool fills up to its limit as the merge
-reads a larger `events` table: with 128 MB the peak grew to 361 MB at 2 million events and 397 MB at 4
-million (README, "Memory"). dlt's merge deduplicates the staged rows with a window function, which needs a
-working set per thread that does not spill: on 2 threads, a slice's worth of events (100,000 rows) needed
-more than 48 MB; 200,000 rows passed in 96 MB and 125,000 in 64 MB, so 96 MB holds twice a slice. (On a
-million staged events 96 MB failed and 128 MB failed once inside a whole load, when slices were larger.)
+The limit is `BASE_MB` plus `PER_THREAD_MB` per DuckDB thread: 64 MB on 2 threads (96 MB before, 192 MB
+before that). The process's peak is what the extract left plus DuckDB's pool, and the pool fills up to its
+limit as the merge reads a larger `events` table: with 128 MB the peak grew to 361 MB at 2 million events
+and 397 MB at 4 million; with 96 MB it reached 396 MB at 8 million events, with 64 MB 368 MB (and 363
+against 330 MB at 4 million; README, "Speed"). dlt's merge deduplicates the staged rows with a window
+function, which needs a working set per thread that does not spill: on 2 threads, a slice's worth of
+events (100,000 rows) needed more than 48 MB and passed in 64 MB, in each of the 120 slices of those runs
+(125,000 rows passed in 64 MB before); on one thread, in 48 MB (80 slices, 353 MB at 8 million events).
 A load that runs out of the loader's limit anyway is loaded again with DuckDB's default
 (`runner.run_source`). A user's own `memory_limit` always wins, and a load that runs out of it says how to
 raise it (exit 2).
@@ -27,7 +28,7 @@ import os
 from typing import Any, Dict, Optional
 
 BASE_MB = 32
-PER_THREAD_MB = 32
+PER_THREAD_MB = 16
 DUCKDB_DEFAULT_LIMIT = "80%"  # DuckDB's own default, set explicitly: a DuckDB still open keeps its limit
 SETTING = "DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG"
 
