@@ -20,6 +20,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from . import settings
 from .exceptions import ConfigurationError, PipelineLockedError, RunInterrupted, exception_chain
+from .source import use_file_format
 from .stats import CHANGE_KINDS, NEW, REREAD, UPDATED, JobFailure, RunStats
 
 logger = logging.getLogger(__name__)
@@ -209,7 +210,10 @@ def run_source(
     Raises what the run raised; `load` holds the lock around it, creates the views and turns errors into
     an outcome."""
     started = time.perf_counter()
-    kwargs: Dict[str, Any] = {"loader_file_format": loader_file_format(pipeline)}
+    file_format = loader_file_format(pipeline)
+    kwargs: Dict[str, Any] = {"loader_file_format": file_format}
+    if file_format:
+        use_file_format(source, file_format)
     table_format = _table_format(pipeline)
     if table_format:
         kwargs["table_format"] = table_format
