@@ -4,6 +4,7 @@ still read once, counted once, and loaded exactly."""
 from __future__ import annotations
 
 import threading
+import tracemalloc
 from typing import Any, List, Optional, Tuple
 
 import httpx
@@ -115,3 +116,25 @@ def test_read_ahead_goes_on_with_the_next_jobs_as_reads_end_until_the_budget_is_
         assert [len(read.packed) if read else None for read in taken] == [1, 1, 0, 0, 0]
         assert all(read is not None and read.after is None and not read.complete for read in taken[2:])
         assert emu.count("events") == stats.requests == 3
+
+
+def test_jobs_left_for_later_slices_cost_little_memory_while_they_wait() -> None:
+    # a backfill leaves thousands of jobs to later slices and the read ahead starts on all of them: each job
+    # had a thread pool's future (1.4 KB, 11 MB at 8,000 jobs) for as long as it waited
+    with Emulator.synthetic(1, events_per_job=3) as emu:
+        [job] = listing_order(emu)
+        waiting = [(f"ftjob-waiting-{n}", None, None) for n in range(5000)]
+        settings = ClientSettings(api_key=emu.api_key, base_url=emu.base_url, page_size=PAGE, concurrency=1)
+        with ReadAhead(settings, budget=1) as ahead:
+            ahead.start([])  # the client and its thread pool, before measuring
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                ahead.start([(job, None, None), *waiting])
+                ahead.stop(RunStats())
+                held = tracemalloc.get_traced_memory()[0] - before
+            finally:
+                tracemalloc.stop()
+            assert ahead.take(job, None) is not None and ahead.take(waiting[0][0], None) is not None
+        assert emu.count("events") == 1  # the budget was spent by the first job's page: no other job was read
+        assert held < 5000 * 400
