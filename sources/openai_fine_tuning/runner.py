@@ -20,7 +20,6 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from . import settings
 from .exceptions import ConfigurationError, PipelineLockedError, RunInterrupted, exception_chain
-from .source import use_file_format
 from .stats import CHANGE_KINDS, NEW, REREAD, UPDATED, JobFailure, RunStats
 
 logger = logging.getLogger(__name__)
@@ -213,6 +212,8 @@ def run_source(
     file_format = loader_file_format(pipeline)
     kwargs: Dict[str, Any] = {"loader_file_format": file_format}
     if file_format:
+        from .source import use_file_format  # as `load` imports the source: not for the commands that only read
+
         use_file_format(source, file_format)
     table_format = _table_format(pipeline)
     if table_format:
