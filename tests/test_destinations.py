@@ -115,6 +115,15 @@ def test_a_view_that_cannot_be_created_is_a_warning_and_the_run_succeeds(
     with duckdb.connect("fine_tuning.duckdb") as db:
         views = sorted(r[0] for r in db.execute("SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW'").fetchall())
         assert views == ["best_checkpoints", "fine_tuned_models", "job_summary"]
+    assert main(["load"]) == 0  # a run after a failed one tries every view again
+    assert "WARNING: view training_curve was not created on duckdb (duckdb): " in capsys.readouterr()[1]
+    with duckdb.connect("fine_tuning.duckdb") as db:
+        db.execute("DROP TABLE openai_fine_tuning.training_curve")
+    assert main(["load"]) == 0
+    assert capsys.readouterr()[1] == ""
+    with duckdb.connect("fine_tuning.duckdb") as db:
+        views = sorted(r[0] for r in db.execute("SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW'").fetchall())
+        assert views == ["best_checkpoints", "fine_tuned_models", "job_summary", "training_curve"]
 
 
 def test_a_missing_destination_folder_is_a_configuration_error(capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> None:
@@ -318,3 +327,4 @@ def test_a_package_left_pending_loads_again_with_duckdbs_default_when_it_runs_ou
     assert len(messages) == 1 and messages[0].startswith("DuckDB ran out of the loader's memory_limit of 1MB while loading;")
     assert emulator.count("jobs_list") == 1  # the pending package was loaded, not read again
     assert loaded_job_rows(_duckdb_rows(tmp_path / "fine_tuning.duckdb", "jobs")) == expected_jobs(emulator)
+

@@ -145,3 +145,46 @@ def test_job_summary_and_training_curve_views(make_loader: Any) -> None:
         metric_events = sum(1 for events in emu.events.values() for e in events if e["type"] == "metrics")
         assert len([r for r in curve if r["source"] == "event"]) == metric_events
         assert len([r for r in curve if r["source"] == "checkpoint"]) == sum(len(c) for c in emu.checkpoints.values())
+
+
+def replace_view_by_hand(loader: Any, view: str) -> None:
+    """What a user or a BI tool might do: a view of our name with a definition of theirs."""
+    with loader.reader().sql_client() as client:
+        name = client.make_qualified_table_name(view)
+        client.execute_sql(f"DROP VIEW {name}")
+        client.execute_sql(f"CREATE VIEW {name} AS SELECT 1 AS mine")
+
+
+def test_the_views_are_created_again_only_when_they_would_change(make_loader: Any) -> None:
+    """A no-op run leaves the views alone (no DROP and CREATE after every load); a view dropped by hand, or
+    a table that changes what the views would be, makes a run create them again."""
+    views = ["best_checkpoints", "training_curve", "job_summary", "fine_tuned_models"]
+    with Emulator.synthetic(12, events_per_job=3) as emu:
+        loader = make_loader(emu)
+        loader.run()
+        assert loader.result is not None and loader.result.views == views
+        replace_view_by_hand(loader, "fine_tuned_models")
+        loader.run()
+        assert loader.result.views == views
+        assert loader.rows("fine_tuned_models", order="mine") == [{"mine": 1}]  # not dropped and created again
+
+        with loader.reader().sql_client() as client:
+            client.execute_sql(f"DROP VIEW {client.make_qualified_table_name('job_summary')}")
+        loader.run()
+        assert loader.result.views == views
+        assert len(loader.rows("job_summary", order="fine_tuning_job_id")) == 12
+        assert "model" in loader.rows("fine_tuned_models", order="model")[0]  # all of them were created again
+
+        replace_view_by_hand(loader, "fine_tuned_models")
+        loader.run(resources=["jobs", "checkpoints", "events"])  # the events table: training_curve reads it
+        assert loader.result.views == views
+        assert "model" in loader.rows("fine_tuned_models", order="model")[0]
+        sources = {r["source"] for r in loader.rows("training_curve", "source", order="source")}
+        assert sources == {"checkpoint", "event"}
+
+        replace_view_by_hand(loader, "fine_tuned_models")
+        running = next(j for j in emu.jobs.values() if j["status"] == "running")  # a metric never seen: a new column
+        emu.add_checkpoint(running["id"], metrics={"step": 9000, "train_loss": 0.1, "new_metric": 0.5})
+        loader.run(resources=["jobs", "checkpoints", "events"])
+        assert "metrics__new_metric" in loader.column_types("checkpoints")
+        assert "model" in loader.rows("fine_tuned_models", order="model")[0]  # a table's new column: created again

@@ -11,19 +11,21 @@ Best checkpoint rule: among a job's checkpoints, the lowest `full_valid_loss` if
 lowest `valid_loss`; else the lowest `train_loss`; ties go to the higher `step_number`.
 
 A view that cannot be created is logged as a warning (view, destination, reason) and skipped, never raised:
-the data of a committed load stays committed and the run succeeds.
+the data of a committed load stays committed and the run succeeds. A run re-creates the views only when
+they would change (`view_marker`): a no-op run executes one query for them, not a DROP and a CREATE each.
 """
 
 from __future__ import annotations
 
 import logging
 from functools import lru_cache
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import sqlglot
 from sqlglot import exp
 
-from .warehouse import existing_tables, tables_with_data
+from .view_marker import clear_marker, fingerprint, read_marker, write_marker
+from .warehouse import all_exist, existing_tables
 
 logger = logging.getLogger(__name__)
 
@@ -326,40 +328,62 @@ def destination_dialect(pipeline: Any, client: Any = None) -> Optional[str]:
 
 
 def create_views(pipeline: Any) -> List[str]:
-    """Create (drop and re-create) the views in the pipeline's dataset, in its destination's dialect.
-    Returns the names of the views created; a view that cannot be created is a warning, never an error."""
+    """Create (drop and re-create) the views in the pipeline's dataset, in its destination's dialect, unless
+    the views there are already the ones this would create (`view_marker`: then nothing is executed but one
+    query). Returns the names of the views created or found in place; a view that cannot be created is a
+    warning, never an error."""
     where = pipeline.destination.destination_name
     try:
         client_context = pipeline.sql_client()
     except Exception as exc:  # no SQL (filesystem, vector stores)
         logger.info("no views on destination %s: %s", where, exc)
         return []
-    created: List[str] = []
     with client_context as client:
         dialect = destination_dialect(pipeline, client)
         if dialect not in DURATION_SECONDS:
             logger.warning("views were not created on destination %s: its SQL dialect (%s) is not supported", where, dialect)
             return []
-        tables = existing_tables(client, tables_with_data(pipeline, TABLE_NAMES))
         target = _client_qualifier(client, dialect)
         qualify = unqualified if dialect == "sqlite" else target
-        failed: set = set()
-        for name, drop, create in view_statements(dialect, qualify, tables=tables, target=target):
-            statement = drop or create
-            if create is not None and _depends_on_failed(name, failed):
-                logger.warning("view %s was not created on %s: it reads %s, which was not created", name, where, ", ".join(sorted(failed)))
-                continue
-            try:
-                client.execute_sql(statement)
-            except Exception as exc:  # one view's failure never turns a committed load into a failed run
-                failed.add(name)
-                reason = " ".join(str(exc).split())[:300]
-                action = "dropped" if drop else "created"
-                logger.warning("view %s was not %s on %s (%s): %s", name, action, where, dialect, reason)
-                continue
-            if create is not None:
-                created.append(name)
+        schema_tables = pipeline.default_schema.tables if pipeline.default_schema_name else {}
+        known = [name for name in TABLE_NAMES if schema_tables.get(name, {}).get("columns")]
+        statements = view_statements(dialect, qualify, tables=known, target=target)
+        names = [name for name, _, create in statements if create is not None]
+        wanted = fingerprint(where, dialect, statements, {name: list(schema_tables[name]["columns"]) for name in known})
+        if names and read_marker(pipeline) == wanted and all_exist(client, known + names):
+            logger.info("the views on %s are up to date: %s", where, ", ".join(names))
+            return names
+        tables = existing_tables(client, known)
+        if tables != known:
+            statements = view_statements(dialect, qualify, tables=tables, target=target)
+        created, failed = _execute(client, statements, where, dialect)
+    if failed or not created or tables != known:
+        clear_marker(pipeline)
+    else:
+        write_marker(pipeline, wanted)
     return created
+
+
+def _execute(client: Any, statements: List[tuple], where: str, dialect: str) -> Tuple[List[str], set]:
+    """Runs the DROP and CREATE statements in order: (the views created, the views that failed)."""
+    created: List[str] = []
+    failed: set = set()
+    for name, drop, create in statements:
+        statement = drop or create
+        if create is not None and _depends_on_failed(name, failed):
+            logger.warning("view %s was not created on %s: it reads %s, which was not created", name, where, ", ".join(sorted(failed)))
+            continue
+        try:
+            client.execute_sql(statement)
+        except Exception as exc:  # one view's failure never turns a committed load into a failed run
+            failed.add(name)
+            reason = " ".join(str(exc).split())[:300]
+            action = "dropped" if drop else "created"
+            logger.warning("view %s was not %s on %s (%s): %s", name, action, where, dialect, reason)
+            continue
+        if create is not None:
+            created.append(name)
+    return created, failed
 
 
 def _depends_on_failed(name: str, failed: set) -> bool:

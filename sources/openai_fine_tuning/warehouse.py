@@ -72,6 +72,16 @@ def table_exists(client: Any, table: str) -> bool:
         return False
 
 
+def all_exist(client: Any, names: Sequence[str]) -> bool:
+    """Whether every one of `names` (tables or views) exists in the client's dataset: one query."""
+    probes = " UNION ALL ".join(f"SELECT 1 AS present FROM {client.make_qualified_table_name(name)} WHERE 1 = 0" for name in names)
+    try:
+        client.execute_sql(probes)
+        return True
+    except Exception:  # one of them is missing (or the dataset is)
+        return False
+
+
 def _from_delta(pipeline: Any, project: str, tables: List[str]) -> Set[str]:
     try:
         from dlt.common.libs.deltalake import get_delta_tables
