@@ -10,7 +10,7 @@ import pytest
 from openai_fine_tuning.emulator import Emulator
 from openai_fine_tuning.exceptions import NotFoundError
 
-from .conftest import ALL_ENGINES, every_engine
+from .conftest import ALL_ENGINES, every_engine, on_every_engine
 from .expected import (
     CHECKPOINT_COLUMNS,
     expected_checkpoints,
@@ -48,6 +48,7 @@ def test_noop_run_makes_one_jobs_page_plus_one_request_per_open_job(loader: Any,
     assert_exact(loader, emulator)
 
 
+@on_every_engine
 def test_new_checkpoints_status_changes_and_new_jobs_are_loaded(loader: Any, emulator: Emulator) -> None:
     loader.run()
     running = next(j for j in emulator.jobs.values() if j["status"] == "running")
@@ -64,6 +65,7 @@ def test_new_checkpoints_status_changes_and_new_jobs_are_loaded(loader: Any, emu
     assert_exact(loader, emulator)
 
 
+@on_every_engine
 def test_rows_removed_by_retention_stay_and_nothing_duplicates(loader: Any, emulator: Emulator) -> None:
     running = next(j for j in emulator.jobs.values() if j["status"] == "running")
     loader.run()

@@ -9,7 +9,7 @@ import pytest
 
 from openai_fine_tuning.emulator import Emulator
 
-from .conftest import ALL_ENGINES, every_engine
+from .conftest import ALL_ENGINES, every_engine, on_every_engine
 from .expected import seconds
 from openai_fine_tuning.settings import EVENT_DATA_FIELDS
 
@@ -34,6 +34,7 @@ def loaded_events(loader: Any) -> List[tuple]:
     )
 
 
+@on_every_engine
 def test_events_load_exactly_and_incrementally(make_loader: Any) -> None:
     with Emulator.synthetic(12, events_per_job=12) as emu:
         loader = make_loader(emu)

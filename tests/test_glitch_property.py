@@ -9,11 +9,15 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import dlt
+import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from .hostile import HostileAPI
 from .test_hostile import NOW, Run
+
+# a full dlt run per example: .ci/run runs them with the `thorough` profile, not the README's command
+pytestmark = pytest.mark.properties
 
 GLITCHES: List[Dict[str, Any]] = [
     {}, {"end_after_page": 1}, {"end_after_page": 2}, {"empty_after_cursor": True}, {"duplicate": True},

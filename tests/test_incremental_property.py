@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import dlt
+import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +17,9 @@ from openai_fine_tuning.emulator import Emulator
 
 from .conftest import Loader
 from .expected import CHECKPOINT_COLUMNS, checkpoint_row, expected_jobs, loaded_checkpoint_rows, loaded_job_rows
+
+# a full dlt run per example: .ci/run runs them with the `thorough` profile, not the README's command
+pytestmark = pytest.mark.properties
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
