@@ -21,7 +21,7 @@ MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root:@127.0.0.
 # scenarios on PostgreSQL too (`on_every_engine`). `.ci/run` repeats the scenarios on more engines in its
 # `-m more_engines` step: PostgreSQL for all of them, MariaDB and SQLite (dlt's sqlalchemy destination) for
 # the modules that prove exactness on every engine. The test command stays within its 90 s that way: it is
-# bound by its CPU (two cores), and the PostgreSQL copies were a third of it.
+# bound by its CPU (two cores), and the PostgreSQL copies were about 30 % of it.
 MORE_ENGINES = [
     pytest.param("postgres", marks=pytest.mark.more_engines),
     pytest.param("mariadb", marks=pytest.mark.more_engines), pytest.param("sqlite", marks=pytest.mark.more_engines),

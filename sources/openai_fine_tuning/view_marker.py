@@ -4,10 +4,11 @@ only when they would change.
 Dropping and re-creating every view after every load cost a no-op run 8 DDL statements (each one a job of
 its own on BigQuery or Snowflake), left a moment in which a BI tool's query of a view failed, and took a
 fifth of a no-op run's CPU on DuckDB. A run now fingerprints what it would create: every DROP and CREATE
-statement as rendered for the destination, and the columns of the tables the views read (PostgreSQL binds
-a view to the columns its tables had when it was created: a new column makes the views new). The fingerprint of the
-views a run last created, all of them without an error, is kept in the pipeline's working folder. When the
-fingerprints match and one query finds every table and every view in the dataset, nothing is re-created.
+statement as rendered for the destination, and the columns of the tables the views read (a view is bound
+to its tables as they were when it was created: a new column creates the views again). The fingerprint of
+the views a run last created, all of them without an error, is kept in the pipeline's working folder. When
+the fingerprints match and one query finds every table and every view in the dataset, nothing is created
+again.
 
 A missing or unreadable marker (a new runner, a pipeline folder dlt rebuilt from the destination) only
 means the views are created again. A view dropped by hand is found missing and created again.
