@@ -65,15 +65,12 @@ def _from_sql(pipeline: Any, project: str, tables: List[str]) -> Set[str]:
 
 
 def table_exists(client: Any, table: str) -> bool:
-    try:
-        client.execute_sql(f"SELECT 1 FROM {client.make_qualified_table_name(table)} WHERE 1 = 0")
-        return True
-    except Exception:  # the table was never created in this dataset
-        return False
+    return all_exist(client, [table])
 
 
 def all_exist(client: Any, names: Sequence[str]) -> bool:
-    """Whether every one of `names` (tables or views) exists in the client's dataset: one query."""
+    """Whether every one of `names` (tables or views) exists in the client's dataset: one query (it fails
+    when one of them was never created)."""
     probes = " UNION ALL ".join(f"SELECT 1 AS present FROM {client.make_qualified_table_name(name)} WHERE 1 = 0" for name in names)
     try:
         client.execute_sql(probes)
