@@ -327,4 +327,3 @@ def test_a_package_left_pending_loads_again_with_duckdbs_default_when_it_runs_ou
     assert len(messages) == 1 and messages[0].startswith("DuckDB ran out of the loader's memory_limit of 1MB while loading;")
     assert emulator.count("jobs_list") == 1  # the pending package was loaded, not read again
     assert loaded_job_rows(_duckdb_rows(tmp_path / "fine_tuning.duckdb", "jobs")) == expected_jobs(emulator)
-

@@ -25,7 +25,7 @@ import sqlglot
 from sqlglot import exp
 
 from .view_marker import clear_marker, fingerprint, read_marker, write_marker
-from .warehouse import all_exist, existing_tables
+from .warehouse import all_exist, existing_tables, tables_with_data
 
 logger = logging.getLogger(__name__)
 
@@ -345,11 +345,11 @@ def create_views(pipeline: Any) -> List[str]:
             return []
         target = _client_qualifier(client, dialect)
         qualify = unqualified if dialect == "sqlite" else target
-        schema_tables = pipeline.default_schema.tables if pipeline.default_schema_name else {}
-        known = [name for name in TABLE_NAMES if schema_tables.get(name, {}).get("columns")]
+        known = tables_with_data(pipeline, TABLE_NAMES)
         statements = view_statements(dialect, qualify, tables=known, target=target)
         names = [name for name, _, create in statements if create is not None]
-        wanted = fingerprint(where, dialect, statements, {name: list(schema_tables[name]["columns"]) for name in known})
+        columns = {name: list(pipeline.default_schema.tables[name]["columns"]) for name in known}
+        wanted = fingerprint(where, dialect, statements, columns)
         if names and read_marker(pipeline) == wanted and all_exist(client, known + names):
             logger.info("the views on %s are up to date: %s", where, ", ".join(names))
             return names
