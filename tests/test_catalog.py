@@ -56,3 +56,40 @@ def test_duplicates_are_listed_once_and_implausible_times_never_become_the_front
     assert state.frontier == Frontier("ftjob-6", NOW - 1, ["ftjob-6"])
     assert catalog.future == ["ftjob-8"]
     assert [created_at(j) for j in jobs[:3]] == [None, NOW + 2 * 86_400, None]
+
+
+def test_the_catalog_hands_out_what_resources_read_and_gives_back_each_whole_object_exactly() -> None:
+    served = [
+        {"id": "ftjob-4", "created_at": NOW - 1, "status": "running", "trained_tokens": 2**70,
+         "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": float("nan")}}}, "result_files": []},
+        {"id": "ftjob-3", "created_at": NOW - 2, "result_files": ["file-3"], "error": {}, "hyperparameters": None},
+        {"id": "ftjob-3", "created_at": NOW - 2, "status": "served twice: the first is kept"},
+        {"id": "ftjob-2", "created_at": "not a time", "status": "succeeded", "metadata": {"team": "a"}},
+    ]
+    state = ResourceState()
+    catalog = JobCatalog(lambda: FakeClient(served, page_size=2), started_at=NOW)
+    catalog.configure([state])
+    handed = list(ResourcePlan(catalog, state, "jobs").jobs())
+    # the plans and the child resources get the keys they read, no more (absent ones stay absent)
+    assert handed == [
+        {"id": "ftjob-4", "created_at": NOW - 1, "status": "running", "result_files": []},
+        {"id": "ftjob-3", "created_at": NOW - 2, "result_files": ["file-3"]},
+        {"id": "ftjob-2", "created_at": "not a time", "status": "succeeded"},
+    ]
+    # the jobs resource gets each whole object back as served, across pages and in any order
+    whole = [catalog.full(job) for job in reversed(handed)]
+    assert repr(whole) == repr([served[3], served[1], served[0]])  # repr: NaN is not equal to itself
+    assert type(whole[2]["trained_tokens"]) is int
+    # a job the catalog did not list (a lookup, a `todo` entry) is its own whole object
+    looked_up = {"id": "ftjob-1", "status": "running"}
+    assert catalog.full(looked_up) is looked_up
+
+
+def test_a_catalog_for_the_child_resources_only_keeps_no_whole_objects() -> None:
+    served = [job(2, NOW - 1) | {"model": "gpt-4o-mini"}, job(1, NOW - 2) | {"model": "gpt-4o-mini"}]
+    state = ResourceState()
+    catalog = JobCatalog(lambda: FakeClient(served), started_at=NOW, keep_objects=False)
+    catalog.configure([state])
+    handed = list(ResourcePlan(catalog, state, "checkpoints").jobs())
+    assert handed == [job(2, NOW - 1), job(1, NOW - 2)]
+    assert all(catalog.full(j) is j for j in handed)

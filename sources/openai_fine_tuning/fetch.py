@@ -288,6 +288,7 @@ def _read_children(
     extra_columns: Dict[str, Any] = {} if events else {"last_listed_at": listed_at}
 
     sliced = session if session.slice_rows is not None else None
+    permissions = not events and settings.PERMISSIONS_TABLE in session.resources
     staged: Dict[str, str] = {}  # row id -> job, for this load package (see `first_served`)
     # a job whose events read stopped after its turn goes on as a TodoJob: after where, and its newest event
     turns: Turns[Dict[str, Any], Optional[TodoJob]] = Turns(
@@ -405,8 +406,9 @@ def _read_children(
                  "checkpoints": len(fetched.hashes)},
                 settings.LISTING_COLUMNS,
             ))
-            session.listed_models.extend(fetched.models)
-            session.read_jobs.add(job_id)
+            if permissions:  # what the permissions pass reads, kept only for it (about 1 KB a job)
+                session.listed_models.extend(fetched.models)
+                session.read_jobs.add(job_id)
             if finished:
                 plan.done(job_id)
             else:
@@ -416,6 +418,9 @@ def _read_children(
             yield _concat(batch)
             batch, batch_rows = [], 0
             read_checkpoints.clear()
+            if listings:  # with each batch, not all at the end: a listing row a job, 40,000 jobs held 20 MB
+                yield dlt.mark.with_table_name(listings, settings.LISTINGS_TABLE)
+                listings = []
     batch.extend(checkpoints_of_batch())
     if batch:
         yield _concat(batch)

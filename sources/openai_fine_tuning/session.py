@@ -158,6 +158,7 @@ class Session:
                 metadata=self.metadata,
                 reconcile=self._reconcile_due(project, states),
                 known=self._known_ids,
+                keep_objects="jobs" in self.resources,  # only the jobs resource reads whole objects
             )
             self._catalog.configure(states)
         return self._catalog

@@ -141,7 +141,8 @@ def openai_fine_tuning(
         failed = True
         try:
             plan = session.plan("jobs")
-            for job in plan.jobs():
+            for listed in plan.jobs():
+                job = plan.catalog.full(listed)
                 digest = row_hash(job)
                 session.stats.count_rows("jobs", plan.change(job["id"], job["id"], digest))
                 if str(job.get("status")) in defaults.TERMINAL_STATUSES:
