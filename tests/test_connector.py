@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -37,6 +38,19 @@ def test_first_load_equals_the_api(loader: Any, emulator: Emulator) -> None:
     # one jobs page and one checkpoints page per job: nothing more
     assert (emulator.count("jobs_list"), emulator.count("checkpoints"), emulator.count("job")) == (1, 12, 0)
     assert summary.requests == 13
+
+
+def test_a_backfill_of_several_batches_loads_each_job_s_listing_once(make_loader: Any) -> None:
+    # 5,550 checkpoints (37 jobs x 150, 3 queued jobs have none): the listing rows leave with each batch of
+    # 5,000 checkpoint rows, not at the end
+    with Emulator.synthetic(40, checkpoints_per_job=150) as emu:
+        loader = make_loader(emu)
+        summary = loader.run()
+        served = Counter(c["fine_tuning_job_id"] for c in emu.served_checkpoints().values())
+        assert sum(served.values()) == 5550 and summary.rows["checkpoint_listings"] == 40
+        assert_exact(loader, emu)
+        listings = loader.rows("checkpoint_listings", "fine_tuning_job_id, checkpoints", order="fine_tuning_job_id")
+        assert listings == [{"fine_tuning_job_id": job_id, "checkpoints": served[job_id]} for job_id in sorted(emu.jobs)]
 
 
 def test_noop_run_makes_one_jobs_page_plus_one_request_per_open_job(loader: Any, emulator: Emulator) -> None:
