@@ -4,6 +4,7 @@ stay and the next run reads only what was left, then is 1 + R again."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any, List, Optional, Tuple
 
@@ -43,11 +44,17 @@ def slices_of(emu: Emulator, order: List[str]) -> List[List[str]]:
     return slices
 
 
-def test_a_backfill_commits_in_slices_exactly_and_the_next_run_is_a_no_op(loader: Any, emulator: Emulator, caplog: Any) -> None:
+def test_a_backfill_commits_in_slices_exactly_and_the_next_run_is_a_no_op(
+    loader: Any, emulator: Emulator, caplog: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     slices = slices_of(emulator, listing_order(emulator))
     assert len(slices) >= 4
+    full_collections: List[int] = []
+    collect = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda *args: full_collections.append(1) or collect(*args))
     with caplog.at_level(logging.INFO, logger="openai_fine_tuning"):
         summary = loader.run(slice_rows=SLICE, concurrency=1)
+    assert full_collections == [1]  # after the first slice, which held the listing; not after every slice
     assert summary.slices == len(slices)
     assert summary.changes["checkpoints"] == {"new": 33} and summary.changes["jobs"] == {"new": 12}
     assert summary.line().endswith(f", committed in {len(slices)} slices")
@@ -64,6 +71,7 @@ def test_a_backfill_commits_in_slices_exactly_and_the_next_run_is_a_no_op(loader
     loader.run(slice_rows=SLICE, concurrency=1)
     assert (emulator.count("jobs_list"), emulator.count("checkpoints"), emulator.count("job")) == (1, len(open_jobs(emulator)), 0)
     assert loader.last.slices == 1
+    assert full_collections == [1]  # a run of one slice collects nothing
 
 
 def test_a_run_that_stops_between_slices_keeps_what_it_committed_and_the_next_run_resumes(

@@ -11,6 +11,13 @@ which wait a little longer.
 
 `load()` sets the thresholds for the run and puts the caller's back afterwards; `pipeline.run(source)`
 in the user's own process keeps the user's.
+
+A sliced load's first slice holds the job listing, each resource's plan and dlt's source in reference
+cycles; with the thresholds raised no full collection came before the next slice's peak. One full
+collection after the first slice (`free_the_first_slice`) freed 226,402 objects of a 40,000-job backfill
+in 1.18 s (this slow machine, beside a CI run), and its second slice's extract peaked at 369 instead of
+390 MB (2026-12-07). At 8,000 jobs it had made no measurable difference (2026-12-06), so it runs once a
+load, not after every slice.
 """
 
 from __future__ import annotations
@@ -35,3 +42,10 @@ def fewer_collections(thresholds: Tuple[int, int, int] = THRESHOLDS) -> Iterator
         yield
     finally:
         gc.set_threshold(*before)
+
+
+def free_the_first_slice() -> None:
+    """One full collection, after the first slice of a sliced load (not when the caller disabled the
+    collector)."""
+    if gc.isenabled():
+        gc.collect()

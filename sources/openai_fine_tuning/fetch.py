@@ -406,7 +406,7 @@ def _read_children(
                  "checkpoints": len(fetched.hashes)},
                 settings.LISTING_COLUMNS,
             ))
-            if permissions:  # what the permissions pass reads, kept only for it (about 1 KB a job)
+            if permissions:  # what the permissions pass reads (an entry a checkpoint), kept only for it
                 session.listed_models.extend(fetched.models)
                 session.read_jobs.add(job_id)
             if finished:
@@ -418,7 +418,7 @@ def _read_children(
             yield _concat(batch)
             batch, batch_rows = [], 0
             read_checkpoints.clear()
-            if listings:  # with each batch, not all at the end: a listing row a job, 40,000 jobs held 20 MB
+            if listings:  # with each batch, not all at the end (a row a job, held to the end of the extract)
                 yield dlt.mark.with_table_name(listings, settings.LISTINGS_TABLE)
                 listings = []
     batch.extend(checkpoints_of_batch())
