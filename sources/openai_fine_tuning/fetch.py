@@ -246,7 +246,7 @@ def read_children(session: Session, name: str, *, columns: settings.TColumns, ne
                 (item.id, item.after, plan.open[item.id].newest_id if item.id in plan.open else None)
                 for item in plan.state.todo
             ])
-        if name == "checkpoints" and settings.PERMISSIONS_TABLE in session.resources and not deferred:
+        if name == "checkpoints" and session.reads_permissions and not deferred:
             yield from read_permissions(session, plan)
         session.finish_resource(relisted=bool(plan.relisted) or plan.relisting)
         failed = False
@@ -288,7 +288,7 @@ def _read_children(
     extra_columns: Dict[str, Any] = {} if events else {"last_listed_at": listed_at}
 
     sliced = session if session.slice_rows is not None else None
-    permissions = not events and settings.PERMISSIONS_TABLE in session.resources
+    permissions = not events and session.reads_permissions
     staged: Dict[str, str] = {}  # row id -> job, for this load package (see `first_served`)
     # a job whose events read stopped after its turn goes on as a TodoJob: after where, and its newest event
     turns: Turns[Dict[str, Any], Optional[TodoJob]] = Turns(

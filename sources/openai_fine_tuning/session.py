@@ -123,6 +123,11 @@ class Session:
                 if client is not None:
                     client.cancel()
 
+    @property
+    def reads_permissions(self) -> bool:
+        """The permissions pass runs, at the end of the checkpoints resource."""
+        return PERMISSIONS_TABLE in self.resources
+
     # -- state ----------------------------------------------------------------------------------------
     def project_state(self) -> ProjectState:
         if self._state is None:
