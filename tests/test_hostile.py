@@ -388,6 +388,6 @@ def test_a_state_of_a_newer_release_refuses_in_one_line(api: HostileAPI, run: Ru
     assert report_result(run()) == 2
     assert capsys.readouterr().err == (
         f"error: the local state in {state_file(run)} of pipeline {run.pipeline_name} is not usable: it was written by a"
-        " newer release of openai-fine-tuning-dlt (state version 99; this release reads up to 6): upgrade the package"
+        " newer release of openai-fine-tuning-dlt (state version 99; this release reads up to 7): upgrade the package"
         " (pip install -U openai-fine-tuning-dlt)\n"
     )

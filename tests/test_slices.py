@@ -254,3 +254,118 @@ def test_a_job_read_in_part_keeps_where_its_read_stops_until_it_was_read_to_the_
         assert summary.changes["events"] == {"new": 10}
         events = loader.pipeline().state["sources"]["openai_fine_tuning"]["projects"]["default"]["resources"]["events"]
         assert events["open"][job_id]["newest_id"] == new[0] and "todo" not in events
+
+
+JOBS_PAGE = 2  # jobs a page in the tests below: the synthetic account of 12 jobs is listed in 6 pages
+
+
+def jobs_pages_asked(emu: Emulator) -> List[Optional[str]]:
+    """The `after` of each jobs page asked, in order."""
+    return [r.params.get("after") for r in emu.requests if r.endpoint == "jobs_list"]
+
+
+def checkpoints_read(emu: Emulator) -> List[str]:
+    """The jobs whose checkpoints list was read (its first page asked), sorted."""
+    return sorted(r.path.split("/")[-2] for r in emu.requests if r.endpoint == "checkpoints" and not r.params.get("after"))
+
+
+def every_page_once(order: List[str], first: int = 0) -> List[Optional[str]]:
+    """Each jobs page from the `first`th on, asked once: after the last job of the page before."""
+    return [order[n * JOBS_PAGE - 1] if n else None for n in range(first, -(-len(order) // JOBS_PAGE))]
+
+
+def stop_at_the_last_jobs_page(loader: Any, emulator: Emulator) -> List[str]:
+    """A sliced backfill whose key is revoked when a slice asks for the last jobs page: that slice fails
+    whole, the earlier ones stay. Returns the jobs their listing served."""
+    order = listing_order(emulator)
+    emulator.script(f"after={order[-JOBS_PAGE - 1]}", status=401,
+                    body={"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
+    with pytest.raises(Exception) as raised:
+        loader.run(slice_rows=SLICE, page_size=JOBS_PAGE, concurrency=1)
+    assert isinstance(find_source_error(raised.value), AuthenticationError)
+    [stopped] = loader.result.summaries
+    assert not stopped.complete and stopped.slices >= 2
+    after = loader.pipeline().state["sources"]["openai_fine_tuning"]["projects"]["default"]["listing"]["after"]
+    return order[: order.index(after) + 1]
+
+
+def test_a_listing_of_many_pages_pauses_with_its_slice_and_the_next_slice_lists_on(
+    loader: Any, emulator: Emulator
+) -> None:
+    order = listing_order(emulator)
+    listed = stop_at_the_last_jobs_page(loader, emulator)
+    project = loader.pipeline().state["sources"]["openai_fine_tuning"]["projects"]["default"]
+    listing = project["listing"]
+    # each committed slice loaded the jobs rows of the pages it listed, and no other: not every job at once
+    assert loaded_job_rows(loader.rows("jobs")) == expected_jobs(emulator, only=listed) and len(listed) < len(order)
+    assert listing["pages"] == len(listed) // JOBS_PAGE and listing["backfill"] and listing["ordered"]
+    assert listing["newest"]["id"] == order[0] and listing["resources"] == ["jobs", "checkpoints"]
+    assert project["resources"]["checkpoints"]["frontier"] is None  # the frontier moves once the listing ends
+    read = {r["fine_tuning_job_id"] for r in loader.rows("checkpoint_listings", "fine_tuning_job_id", order="1")}
+    todo = [item["id"] for item in project["resources"]["checkpoints"].get("todo", [])]
+    assert sorted(read) + sorted(todo) == sorted(read | set(todo)) and read | set(todo) == set(listed)
+    # the next run reads what was left and lists on after the cursor: each page of the listing once in all
+    summary = loader.run(slice_rows=SLICE, page_size=JOBS_PAGE, concurrency=1)
+    assert jobs_pages_asked(emulator) == every_page_once(order, first=len(listed) // JOBS_PAGE)
+    assert checkpoints_read(emulator) == sorted(set(order) - read)
+    assert loaded_job_rows(loader.rows("jobs")) == expected_jobs(emulator)
+    assert loaded_checkpoint_rows(loader.rows("checkpoints", CHECKPOINT_COLUMNS)) == expected_checkpoints(emulator)
+    assert summary.changes["jobs"] == {"new": len(order) - len(listed)}
+    project = loader.pipeline().state["sources"]["openai_fine_tuning"]["projects"]["default"]
+    assert "listing" not in project and project["resources"]["checkpoints"]["frontier"]["id"] == order[0]
+    assert all("unlisted" not in r and "todo" not in r for r in project["resources"].values())
+    loader.run(slice_rows=SLICE, page_size=JOBS_PAGE, concurrency=1)  # 1 + R: open jobs past the first page looked up
+    assert (emulator.count("jobs_list"), checkpoints_read(emulator)) == (1, sorted(open_jobs(emulator)))
+    assert emulator.count("job") == len(set(open_jobs(emulator)) - set(order[:JOBS_PAGE]))
+
+
+@pytest.mark.parametrize("answer", [
+    pytest.param(dict(status=404, body={"error": {"message": "No such job", "type": "invalid_request_error"}}), id="404"),
+    pytest.param(dict(status=200, body={"object": "list", "data": [], "has_more": False}), id="empty-last-page"),
+])
+def test_a_paused_listing_whose_cursor_is_gone_lists_again_from_the_first_page(
+    loader: Any, emulator: Emulator, caplog: Any, answer: Any
+) -> None:
+    order = listing_order(emulator)
+    listed = stop_at_the_last_jobs_page(loader, emulator)
+    emulator.script(f"after={listed[-1]}", **answer)  # the job the listing paused after was deleted
+    with caplog.at_level(logging.WARNING, logger="openai_fine_tuning"):
+        loader.run(slice_rows=SLICE, page_size=JOBS_PAGE, concurrency=1)
+    why = "the API answered HTTP 404" if answer["status"] == 404 else "the API answered an empty last page"
+    assert (f"the jobs listing an earlier slice paused cannot go on after job {listed[-1]} ({why}; the job may have"
+            " been deleted): listing again from the first page") in caplog.text
+    assert jobs_pages_asked(emulator) == [listed[-1]] + every_page_once(order)
+    assert loaded_job_rows(loader.rows("jobs")) == expected_jobs(emulator)
+    assert loaded_checkpoint_rows(loader.rows("checkpoints", CHECKPOINT_COLUMNS)) == expected_checkpoints(emulator)
+    project = loader.pipeline().state["sources"]["openai_fine_tuning"]["projects"]["default"]
+    assert "listing" not in project and project["resources"]["checkpoints"]["frontier"]["id"] == order[0]
+    assert "not newest first" not in caplog.text
+
+
+def test_a_listing_of_jobs_alone_pauses_after_a_slice_of_jobs(loader: Any, emulator: Emulator) -> None:
+    order = listing_order(emulator)
+    summary = loader.run(resources=["jobs"], slice_rows=5, page_size=JOBS_PAGE)
+    # a page is asked while fewer than 5 jobs were listed in the slice: 3 pages a slice
+    assert summary.slices == 2 and jobs_pages_asked(emulator) == every_page_once(order)
+    assert loaded_job_rows(loader.rows("jobs")) == expected_jobs(emulator)
+    assert summary.changes["jobs"] == {"new": len(order)}
+
+
+def test_open_jobs_listed_by_an_earlier_slice_of_a_reconciliation_are_read_once(
+    loader: Any, emulator: Emulator
+) -> None:
+    loader.run()
+    for n in range(4):  # newer finished jobs, so that the listing fills slices
+        job_id = f"ftjob-new{n:021d}"
+        emulator.add_job(job_id=job_id, status="succeeded", created_at=1_750_000_000 + n)
+        for _ in range(3):
+            emulator.add_checkpoint(job_id)
+    order = listing_order(emulator)
+    assert any(order.index(job_id) >= JOBS_PAGE * 3 for job_id in open_jobs(emulator))  # listed in a later slice
+    summary = loader.run(reconcile=True, slice_rows=SLICE, page_size=JOBS_PAGE, concurrency=1)
+    assert summary.slices >= 3 and jobs_pages_asked(emulator) == every_page_once(order)
+    # every open job was listed: none is looked up, and each is read once, in the slice that listed it
+    assert checkpoints_read(emulator) == sorted(order[:4] + open_jobs(emulator)) and emulator.count("job") == 0
+    assert loaded_checkpoint_rows(loader.rows("checkpoints", CHECKPOINT_COLUMNS)) == expected_checkpoints(emulator)
+    project = loader.pipeline().state["sources"]["openai_fine_tuning"]["projects"]["default"]
+    assert "listing" not in project and project["resources"]["checkpoints"]["frontier"]["id"] == order[0]

@@ -11,7 +11,7 @@ import pytest
 
 from openai_fine_tuning.emulator import Emulator
 from openai_fine_tuning.exceptions import StateError
-from openai_fine_tuning.state import STATE_VERSION, Frontier, OpenJob, read_state, row_key, write_state
+from openai_fine_tuning.state import STATE_VERSION, Frontier, OpenJob, PausedListing, read_state, row_key, write_state
 
 from .expected import open_jobs
 
@@ -147,7 +147,7 @@ def test_a_v3_state_reads_as_the_current_version_with_nothing_left_to_do() -> No
     assert all(not resource.todo for resource in state.projects["default"].resources.values())
     written: dict = {}
     write_state(state, written)
-    assert written["version"] == STATE_VERSION == 6 and read_state(written) == state
+    assert written["version"] == STATE_VERSION == 7 and read_state(written) == state
     assert all("todo" not in resource for resource in written["projects"]["default"]["resources"].values())
 
 
@@ -209,7 +209,7 @@ def test_the_first_run_after_the_upgrade_from_version_4_tells_unchanged_rows_fro
         rows = sum(len(emu.checkpoints[job_id]) for job_id in open_jobs(emu))
         assert summary.changes["checkpoints"] == {"new": 1, "unchanged": rows - 1}
         assert summary.changes["jobs"] == {"unchanged": len(open_jobs(emu))}
-        assert loader.pipeline().state["sources"]["openai_fine_tuning"]["version"] == STATE_VERSION == 6
+        assert loader.pipeline().state["sources"]["openai_fine_tuning"]["version"] == STATE_VERSION == 7
 
 
 @pytest.mark.parametrize(("entry", "message"), [
@@ -235,7 +235,7 @@ def test_a_v5_todo_reads_as_jobs_read_from_their_start_and_a_v6_todo_keeps_where
     todo[0].after, todo[0].newest_id = "ftevent-20", "ftevent-1"
     written: dict = {}
     write_state(state, written)
-    assert written["version"] == STATE_VERSION == 6 and read_state(written) == state
+    assert written["version"] == STATE_VERSION == 7 and read_state(written) == state
     assert written["projects"]["default"]["resources"]["events"]["todo"][0] == {
         **raw["projects"]["default"]["resources"]["events"]["todo"][0], "after": "ftevent-20", "newest_id": "ftevent-1"}
 
@@ -253,3 +253,63 @@ def test_the_first_run_after_the_upgrade_from_version_5_reads_the_todo_it_left(m
         assert sorted(r["id"] for r in loader.rows("events", "id")) == served
         state = loader.pipeline().state["sources"]["openai_fine_tuning"]
         assert state["version"] == STATE_VERSION and "todo" not in state["projects"]["default"]["resources"]["events"]
+
+
+V6_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "state_v6_main_f789a9f.json")
+
+
+def test_a_v6_state_reads_with_no_listing_paused_and_a_v7_listing_round_trips() -> None:
+    raw, state = written_by_main(V6_FIXTURE, 6)  # main at f789a9f, one slice of jobs and events committed
+    project = state.projects["default"]
+    assert project.listing is None and all(r.unlisted is None for r in project.resources.values())
+    [partial] = [item for item in project.resources["events"].todo if item.after]
+    assert (partial.after, partial.newest_id) == next(
+        (t["after"], t["newest_id"]) for t in raw["projects"]["default"]["resources"]["events"]["todo"] if "after" in t)
+    project.listing = PausedListing(
+        after="ftjob-b", pages=3, newest=Frontier(id="ftjob-a", created_at=1721039600.0, peers=["ftjob-a"]),
+        previous=1721000000.0, ordered=True, reconcile=False, backfill=True, resources=["jobs", "events"],
+    )
+    project.resources["events"].unlisted = ["ftjob-c"]
+    written: dict = {}
+    write_state(state, written)
+    assert written["version"] == STATE_VERSION == 7 and read_state(written) == state
+    assert written["projects"]["default"]["listing"] == {
+        "after": "ftjob-b", "pages": 3, "newest": {"id": "ftjob-a", "created_at": 1721039600.0, "peers": ["ftjob-a"]},
+        "previous": 1721000000.0, "ordered": True, "reconcile": False, "backfill": True, "resources": ["jobs", "events"]}
+    assert written["projects"]["default"]["resources"]["events"]["unlisted"] == ["ftjob-c"]
+    assert "unlisted" not in written["projects"]["default"]["resources"]["jobs"]
+
+
+@pytest.mark.parametrize(("listing", "message"), [
+    ({"after": "ftjob-b", "pages": 1, "ordered": "yes", "reconcile": False, "backfill": True},
+     "projects.p.listing.ordered should be true or false, found 'yes'"),
+    ({"after": 7, "pages": 1, "ordered": True, "reconcile": False, "backfill": True},
+     "projects.p.listing.after should be a job id, found 7"),
+    ({"after": "ftjob-b", "pages": -1, "ordered": True, "reconcile": False, "backfill": True},
+     "projects.p.listing.pages should be a count, found -1"),
+])
+def test_a_paused_listing_of_the_wrong_shape_names_the_bad_value(listing: Any, message: str) -> None:
+    with pytest.raises(StateError) as raised:
+        read_state({"version": 7, "projects": {"p": {"listing": listing}}})
+    assert str(raised.value) == message
+
+
+def test_the_first_run_after_the_upgrade_from_version_6_goes_on_with_the_events_it_left(make_loader: Any) -> None:
+    resources = ["jobs", "events"]
+    with Emulator.synthetic(12, events_per_job=20) as emu:
+        loader = make_loader(emu)
+        as_written_by(loader, V6_FIXTURE, resources)  # main at f789a9f, stopped after its first slice
+        todo = written_by_main(V6_FIXTURE, 6)[1].projects["default"].resources["events"].todo
+        loader.run(resources=resources, page_size=10, concurrency=1)
+        asked = [(r.path.split("/")[-2], r.params.get("after")) for r in emu.requests if r.endpoint == "events"]
+        firsts = {}
+        for job_id, after in asked:
+            firsts.setdefault(job_id, after)
+        # each job left goes on where the release before stopped it: the one read in part after its last event
+        assert {job_id: firsts[job_id] for job_id in firsts if job_id in {t.id for t in todo}} == {
+            t.id: t.after for t in todo}
+        served = sorted(e["id"] for events in emu.events.values() for e in events)
+        assert sorted(r["id"] for r in loader.rows("events", "id")) == served
+        state = loader.pipeline().state["sources"]["openai_fine_tuning"]
+        assert state["version"] == STATE_VERSION and "listing" not in state["projects"]["default"]
+        assert "todo" not in state["projects"]["default"]["resources"]["events"]

@@ -21,6 +21,11 @@ pickled and compressed (about 60 bytes a job) and handed out by `full`. The chil
 the `jobs` resource through the listing (a backfill of 3,000 jobs listed every page while the `jobs`
 resource had taken two), so whole objects kept until the `jobs` resource took them stayed to the end of the
 extract: 15.2 MB for 5,000 jobs (`tracemalloc`).
+
+In a sliced run the listing *pauses* before a page when the slice is full (or when this slice listed
+`slice_rows` jobs): each slice lists only the pages it reads, and the `jobs` resource, which takes every job
+listed, loads their rows in the same slice. What the next slice needs to go on is a `PausedListing` in
+state (the cursor, the frontier candidate, the order check); the frontier moves once the listing ends.
 """
 
 from __future__ import annotations
@@ -34,10 +39,12 @@ from dataclasses import replace
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .client import FineTuningClient
-from .exceptions import NotFoundError
+from .exceptions import APIStatusError, InvalidURLError, NotFoundError
 from .rows import TIMESTAMP_MAX, TIMESTAMP_MIN
 from .settings import FUTURE_TOLERANCE_SECONDS, MAX_MISSES
-from .state import KNOWN, RELIST, Frontier, OpenJob, ResourceState, TodoJob, row_digests, row_key, row_token
+from .state import (
+    KNOWN, RELIST, Frontier, OpenJob, PausedListing, ResourceState, TodoJob, row_digests, row_key, row_token,
+)
 from .stats import NEW, REREAD, UNCHANGED, UPDATED
 
 logger = logging.getLogger(__name__)
@@ -78,9 +85,13 @@ class JobCatalog:
         reconcile: bool = False,
         known: Optional[Callable[[], Set[str]]] = None,
         keep_objects: bool = True,
+        resume: Optional[PausedListing] = None,
+        pause: Optional[Callable[[int], bool]] = None,
     ) -> None:
         """`keep_objects`: keep each listed job's whole object for `full` (the `jobs` resource reads them);
-        without it the catalog keeps only `LISTED_KEYS`."""
+        without it the catalog keeps only `LISTED_KEYS`. `resume`: go on with a listing an earlier slice
+        paused. `pause(jobs listed so far by this catalog)`: asked before each page; True pauses the listing
+        (a sliced run whose slice is full)."""
         self._client = client
         self.started_at = started_at
         self.job_ids = list(dict.fromkeys(job_ids or []))
@@ -109,6 +120,19 @@ class JobCatalog:
         self.newest: Optional[Frontier] = None
         self.future: List[str] = []
         self.missed: Dict[str, None] = {}
+        self._pause = pause if not self.filtered else None
+        self.resumed = resume is not None and not self.filtered
+        self.paused = False
+        self._listed = 0  # jobs listed by this catalog (a slice)
+        self._cursor: Optional[str] = None  # the last job id listed: where a paused listing goes on
+        self._pages_before = 0
+        if resume is not None and self.resumed:
+            self._cursor, self._pages_before = resume.after, resume.pages
+            self.reconcile, self.ordered = resume.reconcile, resume.ordered
+            self.newest = replace(resume.newest, peers=list(resume.newest.peers)) if resume.newest else None
+            self._previous = math.inf if resume.previous is None else resume.previous
+        self._resume = resume if self.resumed else None
+        self._unconfirmed = self._resume is not None and self._cursor is not None  # see `_first_page_after_the_cursor`
 
     def configure(self, states: Sequence[ResourceState]) -> None:
         """Set where listing may stop, from the states of the resources that use this catalog. Only the
@@ -116,13 +140,15 @@ class JobCatalog:
         if self._pages is not None:
             return
         frontiers = [state.frontier for state in states]
-        self.backfill = not any(frontiers)
+        self.backfill = self._resume.backfill if self._resume is not None else not any(frontiers)
         if states and all(frontiers) and all(state.ordered for state in states) and not self.reconcile and not self.filtered:
             self._stop_below = min(f.created_at for f in frontiers if f)
         if self.job_ids:
             self._pages = iter(())
         else:
-            self._paginator = self._client().list_jobs(metadata=self.metadata)
+            self._paginator = self._client().list_jobs(
+                metadata=self.metadata, after=self._cursor, pages_before=self._pages_before,
+            )
             self._pages = iter(self._paginator)
 
     @property
@@ -153,13 +179,18 @@ class JobCatalog:
                 return
 
     def _next_page(self) -> bool:
-        if self._exhausted or self._pages is None:
+        if self._exhausted or self._pages is None or self.paused:
             return False
-        page = next(self._pages, None)
+        if self._pause is not None and not (self._paginator and self._paginator.complete) and self._pause(self._listed):
+            self.paused = True  # sticky: every resource of this slice stops at the same page
+            return False
+        page = self._first_page_after_the_cursor() if self._unconfirmed else next(self._pages, None)
         if page is None:
             self._exhausted = True
             self.complete = bool(self._paginator and self._paginator.complete)
             return False
+        self._listed += len(page)
+        self._cursor = page[-1]["id"]
         fresh = []
         for job in page:
             if job["id"] in self._ids:
@@ -175,6 +206,50 @@ class JobCatalog:
                 self._exhausted = True
                 self.complete = True
         return True
+
+    def _first_page_after_the_cursor(self) -> Optional[List[Dict[str, Any]]]:
+        """The first page of a listing that goes on after a cursor. The listing paused where the API said it
+        had more, so a 400 or 404 or an empty last page there means the cursor's job is gone (deleted):
+        the listing starts again from the first page, with a warning, instead of ending early or failing on
+        every run. That listing then does not pause again (it lists to its end, as a listing did before
+        slices paused it): a server that keeps answering so would otherwise start it again every slice."""
+        self._unconfirmed = False
+        try:
+            page = next(self._pages, None)  # type: ignore[arg-type]
+            why = None if page is not None else "the API answered an empty last page"
+        except APIStatusError as exc:
+            if exc.status_code not in (400, 404) or isinstance(exc, InvalidURLError):
+                raise
+            page, why = None, f"the API answered HTTP {exc.status_code}"
+        if why is None:
+            return page
+        logger.warning(
+            "the jobs listing an earlier slice paused cannot go on after job %s (%s; the job may have been"
+            " deleted): listing again from the first page", self._cursor, why,
+        )
+        self._previous = math.inf  # the order check starts again with the newest job
+        self._pause = None
+        self._paginator = self._client().list_jobs(metadata=self.metadata, pages_before=self._paginator.pages)
+        self._pages = iter(self._paginator)
+        return next(self._pages, None)
+
+    @property
+    def listing_done(self) -> bool:
+        """This slice's listing is over: it paused or ended (a later slice that only reads `todo` lists nothing)."""
+        return self.paused or self._exhausted
+
+    def paused_listing(self, resources: Sequence[str]) -> Optional[PausedListing]:
+        """What the next slice needs to go on with this listing, if it paused (None: it ended, or it is a
+        filtered listing, which never pauses)."""
+        if not self.paused:
+            return None
+        newest = self.newest
+        return PausedListing(
+            after=self._cursor, pages=self._paginator.pages if self._paginator else self._pages_before,
+            newest=replace(newest, peers=list(newest.peers)) if newest else None,
+            previous=None if math.isinf(self._previous) else self._previous, ordered=self.ordered,
+            reconcile=self.reconcile, backfill=self.backfill, resources=list(resources),
+        )
 
     def _keep(self, jobs: List[Dict[str, Any]]) -> None:
         if self._pages_kept is None or not jobs:
@@ -305,8 +380,9 @@ class ResourcePlan:
 
     def defer_rest(self) -> int:
         """The slice is full: the jobs read in part (`defer_partial`) and the jobs not taken yet go to
-        `todo`, read first by the next slice. Taking them finishes the plan (the listing, the lookups of open
-        jobs, the frontier), so the next slice needs nothing but `todo`. Returns how many were deferred."""
+        `todo`, read first by the next slice. Taking them finishes this slice's part of the plan: the listed
+        pages (the listing pauses before its next page, the slice being full) or, when the listing ended, the
+        lookups of open jobs and the frontier. Returns how many were deferred."""
         deferred = self._partial + [self._todo(job) for job in self.jobs()]
         self.state.todo = deferred
         return len(deferred)
@@ -351,8 +427,8 @@ class ResourcePlan:
             if item.after or item.newest_id:
                 self._resume[item.id] = item
             yield item.job(), REREAD if item.kind == RELIST else item.kind
-        if self.continued:
-            return
+        if self.continued and not self.catalog.resumed:
+            return  # the listing ended in an earlier slice
         yield from (planned for planned in self._listed() if planned[0]["id"] not in taken)
 
     def _listed(self) -> Iterator[Any]:
@@ -362,6 +438,8 @@ class ResourcePlan:
                 yield job, REREAD
             return
         frontier = self.state.frontier
+        # the open jobs this listing must serve, or else be looked up: those a paused listing has not served yet
+        candidates = self.state.unlisted if self.catalog.resumed and self.state.unlisted is not None else list(self.open)
         seen = set()
         for job in self.catalog:
             seen.add(job["id"])
@@ -379,7 +457,11 @@ class ResourcePlan:
             elif self.catalog.reconcile and job["id"] not in self.catalog.known():
                 self.catalog.missed[job["id"]] = None
                 yield job, fresh
-        unlisted = [job_id for job_id in self.open if job_id not in seen]
+        unlisted = [job_id for job_id in candidates if job_id not in seen and job_id in self.open]
+        if self.catalog.paused:  # the next slice lists on; the lookups, the relisting and the frontier wait for its end
+            self.state.unlisted = unlisted
+            return
+        self.state.unlisted = None
         self.catalog.prefetch(unlisted)
         for job_id in unlisted:
             job = self.catalog.lookup(job_id)

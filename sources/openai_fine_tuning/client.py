@@ -148,10 +148,13 @@ class FineTuningClient:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-    def list_jobs(self, *, metadata: Optional[Mapping[str, str]] = None) -> CursorPaginator:
-        """Every job, newest first; `metadata` keeps only the jobs whose metadata has these values."""
+    def list_jobs(
+        self, *, metadata: Optional[Mapping[str, str]] = None, after: Optional[str] = None, pages_before: int = 0,
+    ) -> CursorPaginator:
+        """Every job, newest first; `metadata` keeps only the jobs whose metadata has these values. `after`
+        and `pages_before`: go on with a listing paused after that job and that many pages."""
         params = {f"metadata[{key}]": value for key, value in (metadata or {}).items()}
-        return self.paginate(settings.JOBS_PATH, params=params)
+        return self.paginate(settings.JOBS_PATH, params=params, after=after, pages_before=pages_before)
 
     def get_file_content(self, file_id: str) -> bytes:
         """The raw content of a file (a job's result file is a CSV, sometimes served base64-encoded)."""
@@ -177,7 +180,7 @@ class FineTuningClient:
 
     def paginate(
         self, path: str, *, stop_at_id: Optional[str] = None, params: Optional[Mapping[str, Any]] = None,
-        after: Optional[str] = None,
+        after: Optional[str] = None, pages_before: int = 0,
     ) -> CursorPaginator:
         fixed = dict(params or {})
         return CursorPaginator(
@@ -187,6 +190,7 @@ class FineTuningClient:
             stop_at_id=stop_at_id,
             max_pages=self.config.max_pages,
             start_after=after,
+            pages_before=pages_before,
         )
 
     def get(self, path: str, *, params: Optional[Mapping[str, Any]] = None, raw: bool = False) -> Any:

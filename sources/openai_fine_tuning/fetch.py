@@ -246,7 +246,8 @@ def read_children(session: Session, name: str, *, columns: settings.TColumns, ne
                 (item.id, item.after, plan.open[item.id].newest_id if item.id in plan.open else None)
                 for item in plan.state.todo
             ])
-        if name == "checkpoints" and session.reads_permissions and not deferred:
+        # the permissions pass follows the last slice of checkpoints: nothing deferred, the listing ended
+        if name == "checkpoints" and session.reads_permissions and not deferred and not plan.catalog.paused:
             yield from read_permissions(session, plan)
         session.finish_resource(relisted=bool(plan.relisted) or plan.relisting)
         failed = False

@@ -194,22 +194,27 @@ def run_slices(
     project: str,
     committed: Optional[List[RunSummary]] = None,
 ) -> RunSummary:
-    """One project's load: a dlt run, then one more for each slice the child resources deferred (only
-    those resources, only what they left in `todo`), each committing its rows and state. One summary;
-    `committed` gets the summary of the slices committed so far, for a caller whose later slice fails."""
+    """One project's load: a dlt run, then one more for each slice that was full: while the jobs listing
+    paused, every resource, listing on; else the resources that deferred jobs, only what they left in
+    `todo`. Each slice commits its rows and state. One summary; `committed` gets the summary of the slices
+    committed so far, for a caller whose later slice fails."""
     committed = committed if committed is not None else []
     selected: Optional[Sequence[str]] = resources
     stats = RunStats()
     summary = run_source(pipeline, make_source(selected, stats, False), stats=stats, project=project)
     slice_number = 1
-    while stats.deferred:
+    while stats.deferred or stats.listing_paused:
         committed[:] = [summary]
-        selected = [name for name in settings.RESOURCE_NAMES if name in stats.deferred]
-        if "checkpoints" in selected and settings.PERMISSIONS_TABLE in (resources or ()):
-            selected.append(settings.PERMISSIONS_TABLE)  # the permissions pass follows the last checkpoints slice
+        if stats.listing_paused:
+            selected = resources
+        else:
+            selected = [name for name in settings.RESOURCE_NAMES if name in stats.deferred]
+            if "checkpoints" in selected and settings.PERMISSIONS_TABLE in (resources or ()):
+                selected.append(settings.PERMISSIONS_TABLE)  # the permissions pass follows the last checkpoints slice
         logger.info(
             "slice %d committed; reading on: %s", slice_number,
-            ", ".join(f"{jobs} job(s) of {name}" for name, jobs in sorted(stats.deferred.items())),
+            ", ".join([f"{jobs} job(s) of {name}" for name, jobs in sorted(stats.deferred.items())]
+                      + (["the jobs listing"] if stats.listing_paused else [])),
         )
         if slice_number == 1:
             free_the_first_slice()  # its listing and plans, held in reference cycles (see `collector.py`)

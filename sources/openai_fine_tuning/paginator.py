@@ -21,7 +21,7 @@ class CursorPaginator:
     to its end (or to `stop_at_id`); it is False when the API answered `has_more: true` with an empty
     page, which is logged and leaves the caller to read the list again next time. A list that goes on
     past `max_pages` pages raises `PageLimitError`. `start_after` goes on with a list read in part before:
-    its first request asks for the items after that id.
+    its first request asks for the items after that id; `pages_before` pages of it count toward `max_pages`.
     """
 
     def __init__(
@@ -33,6 +33,7 @@ class CursorPaginator:
         stop_at_id: Optional[str] = None,
         max_pages: int = 10_000,
         start_after: Optional[str] = None,
+        pages_before: int = 0,
     ) -> None:
         self._fetch = fetch
         self.endpoint = endpoint
@@ -42,7 +43,7 @@ class CursorPaginator:
         self.start_after = start_after
         self.complete = False
         self.reached_stop_id = False
-        self.pages = 0
+        self.pages = pages_before
 
     def __iter__(self) -> Iterator[List[Dict[str, Any]]]:
         seen_cursors: Set[str] = set()

@@ -22,7 +22,7 @@ from .client import ClientSettings, FineTuningClient
 from .exceptions import StateError
 from .read_ahead import ReadAhead
 from .settings import PERMISSIONS_TABLE
-from .state import ProjectState, ResourceState, SourceState, read_state, write_state
+from .state import PausedListing, ProjectState, ResourceState, SourceState, read_state, write_state
 from .stats import RunStats
 from .warehouse import KnownIdsUnavailable, known_job_ids
 
@@ -155,7 +155,7 @@ class Session:
         if self._catalog is None:
             project = self.project_state()
             # the resources that plan their own jobs (the permissions pass rides on the checkpoints resource)
-            states = [self.resource_state(name) for name in self.resources if name != PERMISSIONS_TABLE]
+            states = [self.resource_state(name) for name in self.planning]
             self._catalog = JobCatalog(
                 self.client,
                 started_at=self.started_at,
@@ -164,9 +164,35 @@ class Session:
                 reconcile=self._reconcile_due(project, states),
                 known=self._known_ids,
                 keep_objects="jobs" in self.resources,  # only the jobs resource reads whole objects
+                resume=self._paused_listing(project),
+                pause=self._listing_full if self.slice_rows is not None else None,
             )
             self._catalog.configure(states)
         return self._catalog
+
+    @property
+    def planning(self) -> List[str]:
+        """The resources that plan their own jobs from the listing."""
+        return [name for name in self.resources if name != PERMISSIONS_TABLE]
+
+    def _paused_listing(self, project: ProjectState) -> Optional[PausedListing]:
+        """The listing an earlier slice paused, to go on with; a filtered run leaves it for the next
+        unfiltered one, and a run that plans for a resource it did not list for lists from the top."""
+        paused = project.listing
+        if paused is None or self.job_ids or self.metadata:
+            return None
+        if not set(self.planning) <= set(paused.resources):
+            logger.info(
+                "the jobs listing paused by an earlier slice was for %s; listing again from the first page for %s",
+                ", ".join(paused.resources), ", ".join(self.planning),
+            )
+            return None
+        return paused
+
+    def _listing_full(self, listed: int) -> bool:
+        """The listing pauses before its next page: the slice is full, or it listed a slice of jobs (a
+        slice bounds the `jobs` rows too, whatever the child resources read)."""
+        return self.slice_full or (self.slice_rows is not None and listed >= self.slice_rows)
 
     def _reconcile_due(self, project: ProjectState, states: List[ResourceState]) -> bool:
         if self.job_ids or self.metadata:
@@ -218,6 +244,10 @@ class Session:
         completed relisting, save the state."""
         if self._catalog is not None and self._catalog.reconciled:
             self.project_state().reconciled_at = self.started_at
+        if self._catalog is not None and not self._catalog.filtered and self._catalog.listing_done:
+            paused = self._catalog.paused_listing(self.planning)
+            self.project_state().listing = paused
+            self.stats.listing_paused = paused is not None
         if relisted:
             self.project_state().relist_checkpoints = False
         self.save_state()

@@ -26,7 +26,9 @@ was read completely after it reached a terminal status is never asked again; a r
 one jobs page plus one request per unfinished job. A job whose list keeps failing is left open for the
 next run and everything else loads. With `slice_rows` (what `load` passes) a large backfill stops after
 about that many child rows and leaves the jobs it did not read in state (`todo`), so each slice commits its
-rows and its state in one load package and a run killed late resumes where the last slice ended.
+rows and its state in one load package and a run killed late resumes where the last slice ended. The jobs
+listing pauses with the slice (or after `slice_rows` jobs listed) and the next slice lists on from there
+(`catalog.py`), so a slice holds the jobs of the pages it listed, not every job of the account.
 
 Use it as any dlt source: `dlt.pipeline(...).run(openai_fine_tuning())`, then `create_views(pipeline)`;
 `openai_fine_tuning.load` does both and more (lock, recovery of an interrupted load, summary, exit code).

@@ -2,13 +2,16 @@
 
 It lives in dlt's source state, so it is saved in the pipeline folder and in the destination
 (`_dlt_pipeline_state`) with every load, and restored by later versions of this package on other
-machines. Layout of version 6:
+machines. Layout of version 7:
 
-    {"version": 6,
+    {"version": 7,
      "projects": {<project name>: {
          "reconciled_at": <unix seconds of the last complete reconciliation> | null,
          "permissions_read_at": <unix seconds of the last complete pass over checkpoint permissions> | null,
          "relist_checkpoints": <true until the finished jobs' checkpoints were listed once more> (absent: false),
+         "listing": {"after": <id of the last job listed> | null, "pages": <pages listed>,  # (absent: none paused)
+                     "newest": <frontier candidate> | null, "previous": <created_at of the last job placed> | null,
+                     "ordered", "reconcile", "backfill", "resources": [<resources it plans for>]},
          "resources": {<"jobs" | "checkpoints" | "events" | "step_metrics">: {
              "frontier": {"id", "created_at", "peers": [ids created in that same second]} | null,
              "ordered": true,            # false once the jobs list was seen out of order: read it whole
@@ -16,23 +19,32 @@ machines. Layout of version 6:
                                  "newest_id": <newest event id loaded> | null,
                                  "digests": <base64: 9 bytes a row, see `row_digests`>}},
              "todo": [{"id", "status", "kind", "result_files",     # (absent: empty)
-                       "after", "newest_id"}]}}}}}              # (events read in part; absent: none)
+                       "after", "newest_id"}],                  # (events read in part; absent: none)
+             "unlisted": [<open job ids the paused listing has not listed yet>]}}}}}  # (absent: none paused)
 
 The digests of an open job's rows tell the summary which re-read rows changed (dlt cannot after a merge):
 per row, 4 bytes of a hash of its id and the first 5 bytes of its content hash (`rows.row_hash`), packed
 into one base64 text (12 characters a row; two rows of one job whose ids share a key only blur the
 summary's counts, never the data).
-`todo` holds the jobs a sliced run planned but left for its next slice: the listing that planned them
-already moved the frontier past them, so they are read from here first (by the next slice of the same
+`todo` holds the jobs a sliced run listed but left for its next slice: the listing goes on past them
+(and moves the frontier past them when it ends), so they are read from here first (by the next slice of the same
 `load`, or by the next run after a run stopped between slices). A job whose events a slice read only in
 part (a slice of events ends at a page, not at a job) keeps `after`, the id of the last event committed,
 where its next read goes on, and `newest_id`, the newest event of the job's first page, which becomes the
 open entry's `newest_id` once the job was read to its end (until then that entry keeps the previous one,
 where the read stops).
+`listing` is a jobs listing that a sliced run paused between pages when its slice was full: each slice
+lists only the pages it reads, so no slice holds every job of a large account. The next slice (or the next
+run, after a run stopped between slices) goes on after `after`, with the order check (`previous`,
+`ordered`), the frontier candidate (`newest`, the newest job of the first page) and the kind of listing
+(`reconcile`, `backfill`) of the slice that started it; the frontier moves once the listing ends. Each
+resource's `unlisted` holds its open jobs that the listing has not served yet: those it still has not
+served by its end are looked up by id, as they are after a listing in one slice.
 
 Version 1 (releases up to 0.1.0) had no `version` key and kept the resources directly under the project.
 Version 2 had no `permissions_read_at` and no `relist_checkpoints`; version 3 no `todo`; version 5 no
-`after` and `newest_id` in `todo` (it read as version 6 with none: a slice ended at a job); versions 1 to 4
+`after` and `newest_id` in `todo` (it read as version 6 with none: a slice ended at a job); version 6 no
+`listing` and `unlisted` (a slice listed every page: it reads as version 7 with no listing paused); versions 1 to 4
 kept `"hashes": {<row id>: <16 hex digits>}` per open job (about 300 bytes an open job with 3 checkpoints,
 3.0 MB at 10,000), read into the same digests. Checkpoints loaded before version 3
 have no `last_listed_at`: migrating a project that loaded checkpoints sets `relist_checkpoints`, and the
@@ -52,7 +64,7 @@ from typing import Any, Dict, List, Mapping, MutableMapping, Optional
 from .exceptions import StateError
 from .stats import NEW, REREAD
 
-STATE_VERSION = 6
+STATE_VERSION = 7
 FULL_REFRESH_HINT = "run `openai-fine-tuning load --full-refresh` to rebuild it (it re-reads the API and merges; no row is dropped)"
 
 
@@ -145,6 +157,7 @@ class ResourceState:
     ordered: bool = True
     open: Dict[str, OpenJob] = field(default_factory=dict)
     todo: List[TodoJob] = field(default_factory=list)
+    unlisted: Optional[List[str]] = None  # while a listing is paused: open jobs it has not served yet
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {
@@ -154,7 +167,30 @@ class ResourceState:
         }
         if self.todo:
             out["todo"] = [item.to_dict() for item in self.todo]
+        if self.unlisted is not None:
+            out["unlisted"] = list(self.unlisted)
         return out
+
+
+@dataclass
+class PausedListing:
+    """A jobs listing a sliced run paused between pages (its slice was full): where the next slice goes on."""
+
+    after: Optional[str]  # the id of the last job listed: the next page asks for the jobs after it (None: none yet)
+    pages: int  # pages listed so far (`max_pages` counts them all)
+    newest: Optional[Frontier]  # the frontier candidate: the newest plausible job listed
+    previous: Optional[float]  # created_at of the last job placed (the order check goes on from it)
+    ordered: bool
+    reconcile: bool
+    backfill: bool
+    resources: List[str]  # the resources that plan from it; a run that plans for others lists from the top
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "after": self.after, "pages": self.pages, "newest": self.newest.to_dict() if self.newest else None,
+            "previous": self.previous, "ordered": self.ordered, "reconcile": self.reconcile,
+            "backfill": self.backfill, "resources": list(self.resources),
+        }
 
 
 @dataclass
@@ -163,6 +199,7 @@ class ProjectState:
     reconciled_at: Optional[float] = None
     permissions_read_at: Optional[float] = None
     relist_checkpoints: bool = False
+    listing: Optional[PausedListing] = None
 
     def resource(self, name: str) -> ResourceState:
         return self.resources.setdefault(name, ResourceState())
@@ -175,6 +212,8 @@ class ProjectState:
         }
         if self.relist_checkpoints:
             out["relist_checkpoints"] = True
+        if self.listing is not None:
+            out["listing"] = self.listing.to_dict()
         return out
 
 
@@ -261,6 +300,34 @@ class _Reader:
         return ResourceState(
             frontier=self.frontier(raw.get("frontier"), f"{path}.frontier"), ordered=ordered, open=open_jobs,
             todo=[self.todo(item, f"{path}.todo[{n}]") for n, item in enumerate(todo_raw)],
+            unlisted=self.ids(raw.get("unlisted"), f"{path}.unlisted"),
+        )
+
+    def ids(self, value: Any, path: str) -> Optional[List[str]]:
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise self.fail(path, f"should be a list of job ids, found {type(value).__name__}")
+        return [str(self.text(item, f"{path}[]")) for item in value]
+
+    def flag(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(path, f"should be true or false, found {value!r}")
+        return value
+
+    def listing(self, value: Any, path: str) -> Optional[PausedListing]:
+        if value is None:
+            return None
+        raw = self.mapping(value, path)
+        return PausedListing(
+            after=self.text(raw.get("after"), f"{path}.after", optional=True),
+            pages=self.count(raw.get("pages"), f"{path}.pages"),
+            newest=self.frontier(raw.get("newest"), f"{path}.newest"),
+            previous=self.seconds(raw.get("previous"), f"{path}.previous", optional=True),
+            ordered=self.flag(raw.get("ordered"), f"{path}.ordered"),
+            reconcile=self.flag(raw.get("reconcile"), f"{path}.reconcile"),
+            backfill=self.flag(raw.get("backfill"), f"{path}.backfill"),
+            resources=self.ids(raw.get("resources"), f"{path}.resources") or [],
         )
 
     def digests(self, entry: Mapping[str, Any], path: str) -> Optional[Dict[str, str]]:
@@ -313,6 +380,7 @@ class _Reader:
             reconciled_at=self.seconds(raw.get("reconciled_at"), f"{path}.reconciled_at", optional=True),
             permissions_read_at=self.seconds(raw.get("permissions_read_at"), f"{path}.permissions_read_at", optional=True),
             relist_checkpoints=relist,
+            listing=self.listing(raw.get("listing"), f"{path}.listing"),
         )
 
     def project_v2(self, value: Any, path: str) -> ProjectState:
@@ -352,7 +420,7 @@ def read_state(raw: Mapping[str, Any]) -> SourceState:
         )
     projects = reader.mapping(raw.get("projects", {}) or {}, "projects")
     # version 4 only added the optional `todo`, version 5 `digests` for `hashes`, version 6 `after` and
-    # `newest_id` in `todo`: versions 3 to 6 read alike
+    # `newest_id` in `todo`, version 7 `listing` and `unlisted`: versions 3 to 7 read alike
     read = {1: reader.project_v1, 2: reader.project_v2}.get(version, reader.project_v3)
     return SourceState(projects={str(name): read(p, f"projects.{name}") for name, p in projects.items()})
 

@@ -31,6 +31,7 @@ class RunStats:
     failures: List[JobFailure] = field(default_factory=list)
     changes: Dict[str, Dict[str, int]] = field(default_factory=dict)  # table -> new/updated/unchanged/re-read
     deferred: Dict[str, int] = field(default_factory=dict)  # resource -> jobs left to the next slice
+    listing_paused: bool = False  # the slice was full before the jobs listing ended: the next slice lists on
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count_request(self) -> None:
