@@ -1,5 +1,5 @@
 """Property: whatever happens between runs (new jobs, ties in created_at, new checkpoints, status changes,
-retention, 404s, odd page sizes), after every run the warehouse holds exactly what the API ever served,
+retention, 404s, odd page sizes, slices), after every run the warehouse holds exactly what the API ever served,
 and a run with nothing new makes one jobs page plus one request per open job (plus lookups and retries)."""
 
 from __future__ import annotations
@@ -57,18 +57,21 @@ def apply(emu: Emulator, action: tuple) -> None:
     deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no slow shrinking
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(rounds=st.lists(st.lists(step, max_size=4), min_size=1, max_size=3), page_size=st.sampled_from([1, 2, 5, 100]))
+@given(rounds=st.lists(st.lists(step, max_size=4), min_size=1, max_size=3), page_size=st.sampled_from([1, 2, 5, 100]),
+       slice_rows=st.sampled_from([None, 3]))
 # every kind of step at once, with a tie in created_at and pages of 2: run in every profile, before the
 # generated examples (the README's test command generates few of them)
 @example(
     rounds=[[("new_job", "running", True), ("checkpoint", 0), ("retention", 1)],
             [("status", 0, "succeeded"), ("gone", 2), ("new_job", "paused", False)]],
-    page_size=2,
+    page_size=2, slice_rows=3,
 )
-def test_every_run_leaves_the_warehouse_exact(rounds: List[List[tuple]], page_size: int) -> None:
+def test_every_run_leaves_the_warehouse_exact(rounds: List[List[tuple]], page_size: int, slice_rows: Any) -> None:
     with tempfile.TemporaryDirectory() as folder, Emulator.synthetic(6) as emu:
         loader = Loader(emu, dlt.destinations.duckdb(credentials=str(Path(folder) / "p.duckdb")), Path(folder))
         seen: Dict[str, Dict[str, Any]] = {}
+        # slices of 3 rows: a backfill commits in slices, and a listing of more than 3 jobs pauses and goes on
+        sliced = {"slice_rows": slice_rows} if slice_rows else {}
 
         def check() -> None:
             listed = {c["id"]: c for job_id, cs in emu.checkpoints.items() if job_id not in emu.missing_checkpoints for c in cs}
@@ -78,20 +81,20 @@ def test_every_run_leaves_the_warehouse_exact(rounds: List[List[tuple]], page_si
             assert loaded == sorted(checkpoint_row(c) for c in seen.values())
             assert loaded_job_rows(loader.rows("jobs")) == expected_jobs(emu)
 
-        loader.run(page_size=page_size)
+        loader.run(page_size=page_size, **sliced)
         check()
         for actions in rounds:
             for action in actions:
                 apply(emu, action)
-            loader.run(page_size=page_size)
+            loader.run(page_size=page_size, **sliced)
             check()
         # nothing new: the jobs pages down to the first job older than the frontier (ties in its second
         # included), all pages of each open job's checkpoints, a lookup of the open jobs not listed;
         # never a finished job again
         emu.missing_checkpoints.clear()
-        loader.run(page_size=page_size)
+        loader.run(page_size=page_size, **sliced)
         check()
-        loader.run(page_size=page_size)
+        loader.run(page_size=page_size, **sliced)
         ordered = emu.sorted_jobs()
         older = [n for n, j in enumerate(ordered) if j["created_at"] < ordered[0]["created_at"]]
         pages = older[0] // page_size + 1 if older else max(1, -(-len(ordered) // page_size))
