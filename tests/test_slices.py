@@ -5,6 +5,7 @@ stay and the next run reads only what was left, then is 1 + R again."""
 from __future__ import annotations
 
 import gc
+import re
 import logging
 from typing import Any, List, Optional, Tuple
 
@@ -369,3 +370,23 @@ def test_open_jobs_listed_by_an_earlier_slice_of_a_reconciliation_are_read_once(
     assert loaded_checkpoint_rows(loader.rows("checkpoints", CHECKPOINT_COLUMNS)) == expected_checkpoints(emulator)
     project = loader.pipeline().state["sources"]["openai_fine_tuning"]["projects"]["default"]
     assert "listing" not in project and project["resources"]["checkpoints"]["frontier"]["id"] == order[0]
+
+
+def test_a_resource_that_takes_jobs_slower_than_the_listing_goes_on_keeps_a_bounded_backlog(
+    make_loader: Any, caplog: Any
+) -> None:
+    with Emulator.synthetic(24, events_per_job=1) as emu:
+        loader = make_loader(emu)
+        with caplog.at_level(logging.INFO, logger="openai_fine_tuning.load"):
+            summary = loader.run(resources=["jobs", "checkpoints", "events"], slice_rows=12, page_size=JOBS_PAGE,
+                                 concurrency=1)
+        # the resources take jobs at different rates: the slower one's `todo` stays under a few quarters of a
+        # slice (3 jobs), where it grew by every slice's lag to all 24 jobs before
+        backlogs = [int(count) for record in caplog.records if record.getMessage().startswith("slice ")
+                    for count in re.findall(r"(\d+) job\(s\) of", record.getMessage())]
+        assert summary.slices > 5 and backlogs and max(backlogs) < 3 * 3
+        assert jobs_pages_asked(emu) == every_page_once(listing_order(emu))
+        assert loaded_job_rows(loader.rows("jobs")) == expected_jobs(emu)
+        assert loaded_checkpoint_rows(loader.rows("checkpoints", CHECKPOINT_COLUMNS)) == expected_checkpoints(emu)
+        served = sorted(e["id"] for events in emu.events.values() for e in events)
+        assert sorted(r["id"] for r in loader.rows("events", "id")) == served

@@ -71,6 +71,7 @@ class Session:
         self._state: Optional[SourceState] = None
         self._raw: Optional[Dict[str, Any]] = None
         self._catalog: Optional[JobCatalog] = None
+        self._backlog = 0  # the most jobs a planning resource had in `todo` when this slice began
         # what the checkpoints resource listed completely this run (for the permissions pass)
         self.listed_models: List[Tuple[str, str, str]] = []
         self.read_jobs: Set[str] = set()
@@ -156,6 +157,9 @@ class Session:
             project = self.project_state()
             # the resources that plan their own jobs (the permissions pass rides on the checkpoints resource)
             states = [self.resource_state(name) for name in self.planning]
+            resume = self._paused_listing(project)
+            if resume is not None and resume.after is not None:  # a backlog this listing left (see `_listing_full`)
+                self._backlog = max((len(state.todo) for state in states), default=0)
             self._catalog = JobCatalog(
                 self.client,
                 started_at=self.started_at,
@@ -164,7 +168,7 @@ class Session:
                 reconcile=self._reconcile_due(project, states),
                 known=self._known_ids,
                 keep_objects="jobs" in self.resources,  # only the jobs resource reads whole objects
-                resume=self._paused_listing(project),
+                resume=resume,
                 pause=self._listing_full if self.slice_rows is not None else None,
             )
             self._catalog.configure(states)
@@ -190,9 +194,17 @@ class Session:
         return paused
 
     def _listing_full(self, listed: int) -> bool:
-        """The listing pauses before its next page: the slice is full, or it listed a slice of jobs (a
-        slice bounds the `jobs` rows too, whatever the child resources read)."""
-        return self.slice_full or (self.slice_rows is not None and listed >= self.slice_rows)
+        """The listing pauses before its next page: the slice is full; or it listed a slice of jobs (a
+        slice bounds the `jobs` rows too, whatever the child resources read); or a resource began this
+        slice with a backlog in `todo` of a quarter of a slice in jobs. The resources take jobs at
+        different rates (a job's events can be 1 row, its checkpoints 3), the listing goes on as fast as the
+        fastest, and each slice left the slower one more jobs in `todo` (20,000 jobs in slices of 10,000
+        rows: 900 more a slice); a slice that only reads the backlog drains it. Only a backlog of the
+        listing being resumed counts: its jobs come from the pages before the cursor, so no later page lists
+        them again."""
+        if self.slice_rows is None:
+            return False
+        return self.slice_full or listed >= self.slice_rows or self._backlog >= max(self.slice_rows // 4, 1)
 
     def _reconcile_due(self, project: ProjectState, states: List[ResourceState]) -> bool:
         if self.job_ids or self.metadata:
