@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+import logging
+from typing import Any, Dict, List, Optional
 
 import pytest
 
 from openai_fine_tuning.catalog import JobCatalog, ResourcePlan, created_at
+from openai_fine_tuning.exceptions import NotFoundError
 from openai_fine_tuning.paginator import CursorPaginator
-from openai_fine_tuning.state import Frontier, ResourceState
+from openai_fine_tuning.state import Frontier, PausedListing, ResourceState
 
 from .test_properties import FakeList
 
@@ -20,8 +22,25 @@ class FakeClient:
         self.jobs = FakeList(jobs)
         self.page_size = page_size
 
-    def list_jobs(self, **filters: Any) -> CursorPaginator:
-        return CursorPaginator(self.jobs, endpoint="GET /jobs", page_size=self.page_size)
+    def list_jobs(self, *, after: Optional[str] = None, pages_before: int = 0, **filters: Any) -> CursorPaginator:
+        return CursorPaginator(self.jobs, endpoint="GET /jobs", page_size=self.page_size, start_after=after,
+                               pages_before=pages_before)
+
+
+class GoneCursor(FakeList):
+    """A list whose page after a deleted job is a 404, or an empty last page."""
+
+    def __init__(self, items: List[Dict[str, Any]], gone: str, answer: str) -> None:
+        super().__init__(items)
+        self.gone, self.answer = gone, answer
+
+    def __call__(self, params: Dict[str, Any]) -> Dict[str, Any]:
+        if params.get("after") != self.gone:
+            return super().__call__(params)
+        self.calls.append(dict(params))
+        if self.answer == "404":
+            raise NotFoundError("GET /jobs: HTTP 404 No such job", status_code=404, url="/jobs")
+        return {"object": "list", "data": [], "has_more": False}
 
 
 def job(n: int, created: Any) -> Dict[str, Any]:
@@ -93,3 +112,42 @@ def test_a_catalog_for_the_child_resources_only_keeps_no_whole_objects() -> None
     handed = list(ResourcePlan(catalog, state, "checkpoints").jobs())
     assert handed == [job(2, NOW - 1), job(1, NOW - 2)]
     assert all(catalog.full(j) is j for j in handed)
+
+
+def test_a_paused_listing_goes_on_after_its_cursor_and_moves_the_frontier_at_its_end() -> None:
+    jobs = [job(n, NOW - n) for n in range(7)]  # 4 pages of 2
+    client = FakeClient(jobs)
+    state = ResourceState()
+    first = JobCatalog(lambda: client, started_at=NOW, pause=lambda listed: listed >= 4)
+    first.configure([state])
+    assert listed(first, state) == ["ftjob-0", "ftjob-1", "ftjob-2", "ftjob-3"]
+    assert first.paused and not first.complete and state.frontier is None
+    paused = first.paused_listing(["checkpoints"])
+    assert paused == PausedListing(after="ftjob-3", pages=2, newest=Frontier("ftjob-0", NOW, ["ftjob-0"]),
+                                   previous=NOW - 3, ordered=True, reconcile=False, backfill=True,
+                                   resources=["checkpoints"])
+    second = JobCatalog(lambda: client, started_at=NOW, resume=paused, pause=lambda listed: False)
+    second.configure([state])
+    assert listed(second, state) == ["ftjob-4", "ftjob-5", "ftjob-6"]
+    assert second.complete and second.reconciled and second.paused_listing(["checkpoints"]) is None
+    assert state.frontier == Frontier("ftjob-0", NOW, ["ftjob-0"])  # the first slice's newest job
+    assert [call.get("after") for call in client.jobs.calls] == [None, "ftjob-1", "ftjob-3", "ftjob-5"]
+
+
+@pytest.mark.parametrize("answer", ["404", "empty-last-page"])
+def test_a_paused_listing_whose_cursor_job_is_gone_lists_again_from_the_first_page(answer: str, caplog: Any) -> None:
+    jobs = [job(n, NOW - n) for n in range(7) if n != 3]  # ftjob-3, where the listing paused, was deleted
+    client = FakeClient([])
+    client.jobs = GoneCursor(jobs, "ftjob-3", answer)
+    paused = PausedListing(after="ftjob-3", pages=2, newest=Frontier("ftjob-0", NOW, ["ftjob-0"]), previous=NOW - 3,
+                           ordered=True, reconcile=False, backfill=True, resources=["checkpoints"])
+    state = ResourceState()
+    catalog = JobCatalog(lambda: client, started_at=NOW, resume=paused, pause=lambda listed: listed >= 2)
+    catalog.configure([state])
+    with caplog.at_level(logging.WARNING):
+        assert listed(catalog, state) == [j["id"] for j in jobs]  # to its end: it does not pause again
+    why = "the API answered HTTP 404" if answer == "404" else "the API answered an empty last page"
+    assert caplog.messages == [f"the jobs listing an earlier slice paused cannot go on after job ftjob-3 ({why}; the"
+                               " job may have been deleted): listing again from the first page"]
+    assert catalog.complete and catalog.ordered and state.frontier == Frontier("ftjob-0", NOW, ["ftjob-0"])
+    assert [call.get("after") for call in client.jobs.calls] == ["ftjob-3", None, "ftjob-1", "ftjob-4"]

@@ -289,7 +289,7 @@ class JobCatalog:
             return
         if self.newest is None or created > self.newest.created_at:
             self.newest = Frontier(id=job["id"], created_at=created, peers=[job["id"]])
-        elif created == self.newest.created_at:
+        elif created == self.newest.created_at and job["id"] not in self.newest.peers:  # (listed again after a gone cursor)
             self.newest.peers.append(job["id"])
 
     def prefetch(self, job_ids: Sequence[str]) -> None:
