@@ -304,6 +304,8 @@ def test_a_load_out_of_the_loaders_own_memory_limit_loads_again_with_duckdbs_def
     assert loaded_checkpoint_rows(_duckdb_rows(tmp_path / "fine_tuning.duckdb", "checkpoints")) == expected_checkpoints(emulator)
 
 
+# a load run out of DuckDB's memory on purpose, then again: .ci/run runs it with the slow family
+@pytest.mark.slow
 def test_a_package_left_pending_loads_again_with_duckdbs_default_when_it_runs_out(
     tmp_path: Any, emulator: Emulator, caplog: Any
 ) -> None:

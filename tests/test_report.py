@@ -59,6 +59,8 @@ def test_report_is_one_self_contained_page_with_every_job(
     assert "lowest full valid loss if any checkpoint" in page
 
 
+# 50,000 steps loaded and charted: .ci/run runs it with the slow family
+@pytest.mark.slow
 def test_fifty_jobs_with_long_curves_stay_under_two_megabytes(capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     with Emulator.synthetic(50, checkpoints_per_job=10, events_per_job=0, open_jobs=0) as emu:  # 1,000 steps a job
         load(monkeypatch, emu, [])

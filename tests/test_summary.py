@@ -20,6 +20,8 @@ def summary(capsys: Any, *argv: str) -> str:
     return out.rsplit(" in ", 1)[0]
 
 
+# many CLI runs in a row: .ci/run runs it with the slow family (the README's command keeps within its 90 s)
+@pytest.mark.slow
 def test_a_day_of_cron_runs_says_what_changed(capsys: Any, monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", emulator.api_key)
     monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
