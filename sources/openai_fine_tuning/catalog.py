@@ -121,17 +121,17 @@ class JobCatalog:
         self.future: List[str] = []
         self.missed: Dict[str, None] = {}
         self._pause = pause if not self.filtered else None
-        self.resumed = resume is not None and not self.filtered
+        self._resume = resume if not self.filtered else None  # a filtered listing never pauses nor resumes
         self.paused = False
         self._listed = 0  # jobs listed by this catalog (a slice)
         self._cursor: Optional[str] = None  # the last job id listed: where a paused listing goes on
         self._pages_before = 0
-        if resume is not None and self.resumed:
+        if self._resume is not None:
+            resume = self._resume
             self._cursor, self._pages_before = resume.after, resume.pages
             self.reconcile, self.ordered = resume.reconcile, resume.ordered
             self.newest = replace(resume.newest, peers=list(resume.newest.peers)) if resume.newest else None
             self._previous = math.inf if resume.previous is None else resume.previous
-        self._resume = resume if self.resumed else None
         self._unconfirmed = self._resume is not None and self._cursor is not None  # see `_first_page_after_the_cursor`
 
     def configure(self, states: Sequence[ResourceState]) -> None:
@@ -232,6 +232,11 @@ class JobCatalog:
         self._paginator = self._client().list_jobs(metadata=self.metadata, pages_before=self._paginator.pages)
         self._pages = iter(self._paginator)
         return next(self._pages, None)
+
+    @property
+    def resumed(self) -> bool:
+        """This listing goes on with one an earlier slice paused."""
+        return self._resume is not None
 
     @property
     def listing_done(self) -> bool:
