@@ -11,6 +11,7 @@ import subprocess
 import sys
 from typing import Any, List
 
+import dlt
 import pytest
 
 from openai_fine_tuning import destinations
@@ -329,3 +330,47 @@ def test_a_package_left_pending_loads_again_with_duckdbs_default_when_it_runs_ou
     assert len(messages) == 1 and messages[0].startswith("DuckDB ran out of the loader's memory_limit of 1MB while loading;")
     assert emulator.count("jobs_list") == 1  # the pending package was loaded, not read again
     assert loaded_job_rows(_duckdb_rows(tmp_path / "fine_tuning.duckdb", "jobs")) == expected_jobs(emulator)
+
+
+def test_a_load_opens_its_duckdb_file_once_and_gives_the_pipeline_its_own_credentials_back(
+    tmp_path: Any, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import duckdb
+
+    from openai_fine_tuning.client import ClientSettings
+    from openai_fine_tuning.load import load
+    from openai_fine_tuning.runner import make_pipeline
+
+    from .expected import expected_checkpoints, loaded_checkpoint_rows
+    from .test_slices import SLICE, listing_order, slices_of
+
+    opened: List[str] = []
+    real_connect = duckdb.connect
+
+    def connect(database: Any = ":memory:", *args: Any, **kwargs: Any) -> Any:
+        opened.append(str(database))
+        return real_connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", connect)
+    path = str(tmp_path / "fine_tuning.duckdb")
+    pipeline = make_pipeline(pipeline_name="once", pipelines_dir=str(tmp_path / "pipelines"), duckdb_file=path)
+    credentials = pipeline.destination.config_params["credentials"]
+    settings = ClientSettings(api_key=emulator.api_key, base_url=emulator.base_url, slice_rows=SLICE, concurrency=1)
+    result = load(pipeline, [("default", settings)])
+    slices = len(slices_of(emulator, listing_order(emulator)))
+    assert result.exit_code == 0 and result.summaries[0].slices == slices > 3 and len(result.views) == 4
+    assert opened == [path] * (slices + 1)  # each slice's state sync and load on one connection, and the views
+    assert pipeline.destination.config_params["credentials"] is credentials
+    with pipeline.sql_client() as client:  # after the load the pipeline opens the file itself again
+        rows = client.execute_sql("SELECT count(*) FROM checkpoints")
+    assert rows == [(len(expected_checkpoints(emulator)),)] and opened == [path] * (slices + 2)
+    assert loaded_checkpoint_rows(_duckdb_rows(tmp_path / "fine_tuning.duckdb", "checkpoints")) == expected_checkpoints(emulator)
+
+    # a connection the caller made is the caller's: the load neither opens another nor closes it
+    own = real_connect(str(tmp_path / "own.duckdb"))
+    opened.clear()
+    given = make_pipeline(pipeline_name="given", pipelines_dir=str(tmp_path / "pipelines"), destination=dlt.destinations.duckdb(own))
+    assert load(given, [("default", settings)], views=False).exit_code == 0
+    assert opened == []
+    assert own.execute("SELECT count(*) FROM openai_fine_tuning.checkpoints").fetchall() == rows
+    own.close()

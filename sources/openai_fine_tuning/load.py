@@ -29,6 +29,7 @@ from .allocator import limit_malloc_arenas, system_arrow_pool
 from .client import ClientSettings
 from .collector import fewer_collections, free_the_first_slice
 from .destinations import preflight
+from .duckdb_connection import one_connection
 from .exceptions import (
     EXIT_CONFIGURATION,
     EXIT_FAILURE,
@@ -174,7 +175,8 @@ def load(
                         if len(projects) > 1:
                             logger.warning("project %s failed; going on with the others", name)
                 if views and result.summaries and result.interrupted is None and pipeline.destination.destination_name != "filesystem":
-                    result.views = create_views(pipeline)
+                    with one_connection(pipeline):
+                        result.views = create_views(pipeline)
         except RunInterrupted as exc:
             result.interrupted = exc.signum
         except Exception as exc:  # before or around the runs: the lock, the preflight

@@ -19,6 +19,7 @@ from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from . import settings
+from .duckdb_connection import one_connection
 from .exceptions import ConfigurationError, PipelineLockedError, RunInterrupted, exception_chain
 from .stats import CHANGE_KINDS, NEW, REREAD, UPDATED, JobFailure, RunStats
 
@@ -218,18 +219,19 @@ def run_source(
     table_format = _table_format(pipeline)
     if table_format:
         kwargs["table_format"] = table_format
-    _finish_interrupted_load(pipeline)
-    try:
+    with one_connection(pipeline):
+        _finish_interrupted_load(pipeline)
         try:
-            info: LoadInfo = pipeline.run(source, **kwargs)
-            normalize_info = _normalize_info(pipeline)
+            try:
+                info: LoadInfo = pipeline.run(source, **kwargs)
+                normalize_info = _normalize_info(pipeline)
+            except PipelineStepFailed as exc:
+                normalize_info = _normalize_info(pipeline)
+                info = _load_again_with_duckdbs_default(pipeline, exc)
         except PipelineStepFailed as exc:
-            normalize_info = _normalize_info(pipeline)
-            info = _load_again_with_duckdbs_default(pipeline, exc)
-    except PipelineStepFailed as exc:
-        if exc.step in ("normalize", "load") and not _interrupted(exc):
-            _forget_unloaded_state(pipeline, "the load failed after extraction")
-        raise
+            if exc.step in ("normalize", "load") and not _interrupted(exc):
+                _forget_unloaded_state(pipeline, "the load failed after extraction")
+            raise
     delete_loaded_packages(pipeline)
     summary = RunSummary(
         project=project,
