@@ -28,7 +28,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
-_MEMORY = (":memory:", ":pipeline:", ":external:")
+_NOT_A_FILE = (":memory:", ":pipeline:", ":external:")  # dlt places or keeps these itself
 
 
 def _owned_file_credentials(pipeline: Any) -> Optional[Any]:
@@ -44,7 +44,7 @@ def _owned_file_credentials(pipeline: Any) -> Optional[Any]:
     if not isinstance(credentials, DuckDbCredentials) or credentials.external_conn() is not None:
         return None
     database = credentials.database
-    if not isinstance(database, str) or not database or database in _MEMORY or credentials.read_only:
+    if not isinstance(database, str) or not database or database in _NOT_A_FILE or credentials.read_only:
         return None
     return credentials
 
