@@ -27,7 +27,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from . import settings
 from .allocator import limit_malloc_arenas, system_arrow_pool
 from .client import ClientSettings
-from .collector import fewer_collections, free_the_first_slice
+from .collector import fewer_collections, free_the_slice
 from .destinations import preflight
 from .duckdb_connection import one_connection
 from .exceptions import (
@@ -218,8 +218,7 @@ def run_slices(
             ", ".join([f"{jobs} job(s) of {name}" for name, jobs in sorted(stats.deferred.items())]
                       + (["the jobs listing"] if stats.listing_paused else [])),
         )
-        if slice_number == 1:
-            free_the_first_slice()  # its listing and plans, held in reference cycles (see `collector.py`)
+        free_the_slice()  # its part of the listing and its plans, held in reference cycles (see `collector.py`)
         stats = RunStats()
         summary = summary.merged(run_source(pipeline, make_source(selected, stats, True), stats=stats, project=project))
         slice_number += 1
