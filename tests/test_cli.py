@@ -205,6 +205,7 @@ def test_a_duckdb_file_held_by_another_program_is_one_clear_line(
     finally:
         holder.communicate("")
     assert (code, out) == (1, "")
+    assert emulator.count() == 0  # stopped before any request
     assert err.startswith("error: IOException: IO Error: Could not set lock on file")
     assert err.endswith(
         " - another program (a BI tool, a notebook) has the DuckDB file open: close it and run again"
