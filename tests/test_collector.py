@@ -91,6 +91,21 @@ def test_a_caller_who_set_a_higher_threshold_or_disabled_the_collector_keeps_it(
     assert gc.get_threshold() == (0, 10, 10)
 
 
+def test_what_was_alive_before_a_load_is_frozen_while_it_runs_and_thawed_after(loader: Any) -> None:
+    assert gc.get_freeze_count() == 0
+    frozen = seen_while_serving(loader, gc.get_freeze_count)
+    assert len(frozen) == 7 and min(frozen) > 10_000  # the modules at least (refcounting frees frozen objects too)
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # a caller that froze its own objects (a server before it forks) keeps them frozen
+    try:
+        mine = gc.get_freeze_count()
+        made_after = [{"n": n} for n in range(5_000)]  # a freeze by the load would take these too
+        assert max(seen_while_serving(loader, gc.get_freeze_count)) <= mine
+        assert 0 < gc.get_freeze_count() <= mine and len(made_after) == 5_000
+    finally:
+        gc.unfreeze()
+
+
 def test_a_failed_load_restores_the_callers_thresholds(loader: Any, restore_collector: None) -> None:
     gc.set_threshold(700, 10, 10)
     with pytest.raises(Exception) as failure:
