@@ -42,21 +42,19 @@ def fewer_collections(thresholds: Tuple[int, int, int] = THRESHOLDS) -> Iterator
     block starts (the modules, the caller's own) are frozen for its length (`gc.freeze`), so a full
     collection inside it walks only what the load made; unless the caller froze objects itself."""
     before = gc.get_threshold()
+    raise_threshold = 0 < before[0] < thresholds[0]
     freeze = gc.get_freeze_count() == 0
+    if raise_threshold:
+        gc.set_threshold(*thresholds)
     if freeze:
         gc.freeze()
     try:
-        if before[0] >= thresholds[0] or before[0] == 0:
-            yield
-            return
-        gc.set_threshold(*thresholds)
-        try:
-            yield
-        finally:
-            gc.set_threshold(*before)
+        yield
     finally:
         if freeze:
             gc.unfreeze()
+        if raise_threshold:
+            gc.set_threshold(*before)
 
 
 def free_the_slice() -> None:
