@@ -49,7 +49,7 @@ def source_error(excinfo: Any) -> Any:
 def test_transient_faults_are_retried_and_the_load_is_exact(make_loader: Any, faults: Faults) -> None:
     with Emulator.synthetic(12) as emu:
         loader = make_loader(emu)
-        emu.faults = faults  # assigning restarts the fault generator from the seed
+        emu.faults = faults  # assigning starts the draws again from the seed
         summary = loader.run(max_attempts=10, read_timeout=1.0)
         faults_seen = len(emu.fault_log)
         assert faults_seen > 0

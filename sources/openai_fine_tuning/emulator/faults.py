@@ -1,5 +1,7 @@
 """Faults the emulator injects: scripted answers for the next matching requests, then random transient
-faults drawn from a seeded generator (the same seed, the same faults)."""
+faults drawn for each request from its seed, its path and query, and how many times that path and query
+were asked before. The same seed gives the same faults to the same requests, in whatever order a client's
+concurrent requests arrive: a test that passes with a seed passes every time."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ FAULT_NAMES = ("rate_limit", "server_error", "bad_gateway_html", "reset", "trunc
 
 @dataclass
 class Faults:
-    """Per-request probabilities of transient faults. Draws come from a seeded generator."""
+    """Per-request probabilities of transient faults. Each request's draw is fixed by the seed, the request's
+    path and query, and the number of times that path and query were asked before it."""
 
     rate_limit: float = 0.0  # 429 with retry-after-ms (and retry-after)
     server_error: float = 0.0  # 500 with the JSON error body
@@ -46,13 +49,13 @@ class FaultPlan:
         self._scripts: List[Scripted] = []
         self.log: List[str] = []  # the random faults drawn, in order
         self.faults = faults or Faults()
-        self._rng = random.Random(self.faults.seed)
+        self._asked: Dict[str, int] = {}  # path and query -> times asked since the faults were set
 
     def set(self, faults: Faults) -> None:
-        """New probabilities, and the generator restarted from their seed."""
+        """New probabilities, and the draws started again from their seed."""
         with self._lock:
             self.faults = faults
-            self._rng = random.Random(faults.seed)
+            self._asked = {}
 
     def script(self, scripted: Scripted) -> None:
         with self._lock:
@@ -68,11 +71,14 @@ class FaultPlan:
                     self._scripts.remove(scripted)
             return scripted
 
-    def draw(self) -> Optional[str]:
-        """The name of the random fault for this request, or None."""
+    def draw(self, raw_path: str) -> Optional[str]:
+        """The name of the random fault for this request (its path and query), or None."""
         with self._lock:
             f = self.faults
-            r = self._rng.random()
+            asked = self._asked.get(raw_path, 0)
+            self._asked[raw_path] = asked + 1
+            # a string seed is hashed with SHA-512: the same on every run and machine
+            r = random.Random(f"{f.seed}|{raw_path}|{asked}").random()
             for name in FAULT_NAMES:
                 probability = getattr(f, name)
                 if r < probability:

@@ -169,7 +169,7 @@ class Router:
             self.requests.append(record)
             request_id = f"req_{len(self.requests):06d}"
         scripted = self.plan.take_script(raw_path)
-        fault = self.plan.draw() if scripted is None else None
+        fault = self.plan.draw(raw_path) if scripted is None else None
         base_headers = {"x-request-id": request_id}
         if self.latency:
             time.sleep(self.latency)
