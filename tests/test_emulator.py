@@ -52,6 +52,33 @@ def test_events_pages_follow_the_list_as_it_changes_between_requests() -> None:
         assert ids(client.list_events(job_id, after=after)) == []
 
 
+def test_the_jobs_list_is_sorted_again_whenever_the_jobs_change() -> None:
+    """The jobs list is kept sorted with an index of positions between requests: a job added, moved in
+    time, replaced or removed in `jobs` directly pages as a fresh sort would."""
+    emu = Emulator.synthetic(9)
+
+    def fresh_sort() -> List[str]:
+        added = {job_id: n for n, job_id in enumerate(emu.jobs)}
+        return [j["id"] for j in sorted(emu.jobs.values(), key=lambda j: (j["created_at"] or 0, added[j["id"]]), reverse=True)]
+
+    with client_for(emu) as client:
+        assert ids(client.list_jobs()) == fresh_sort()
+        oldest, newest = fresh_sort()[-1], fresh_sort()[0]
+        emu.jobs[oldest]["created_at"] = emu.jobs[newest]["created_at"] + 1  # the oldest becomes the newest
+        assert ids(client.list_jobs()) == fresh_sort() and fresh_sort()[0] == oldest
+        third = fresh_sort()[2]
+        emu.jobs[third] = dict(emu.jobs[third], created_at=None, status="odd")  # replaced: sorts last
+        listed = [j for page in client.list_jobs() for j in page]
+        assert [j["id"] for j in listed] == fresh_sort() and listed[-1]["status"] == "odd"
+        after = fresh_sort()[4]
+        assert ids(client.list_jobs(after=after)) == fresh_sort()[5:]
+        emu.add_job(created_at=1)
+        del emu.jobs[fresh_sort()[6]]
+        assert ids(client.list_jobs(after=after)) == fresh_sort()[5:]
+        del emu.jobs[after]  # `after` is gone: nothing lies after it
+        assert ids(client.list_jobs(after=after)) == []
+
+
 def test_the_order_hook_rearranges_the_list() -> None:
     emu = Emulator.synthetic(6)
     newest_first = [j["id"] for j in emu.sorted_jobs()]

@@ -228,11 +228,13 @@ class Router:
 
     def _route(self, endpoint: str, job_id: Optional[str], params: Dict[str, str]) -> Tuple[int, Any]:
         if endpoint == "jobs_list":
-            jobs = self.store.sorted_jobs()
             filters = {k[len("metadata["):-1]: v for k, v in params.items() if k.startswith("metadata[") and k.endswith("]")}
-            if filters:
+            if filters or self.store.order is not None:
+                jobs = self.store.sorted_jobs()
                 jobs = [j for j in jobs if all((j.get("metadata") or {}).get(k) == v for k, v in filters.items())]
-            return self._page(jobs, params, default_limit=20, ids=False)
+                return self._page(jobs, params, default_limit=20, ids=False)
+            listing = self.store.jobs_listing(paging=bool(params.get("after")))
+            return self._page(listing.jobs, params, default_limit=20, ids=False, position=listing.position)
         if endpoint in ("file", "file_content"):
             return self._file(endpoint, str(job_id))
         if endpoint == "permissions":

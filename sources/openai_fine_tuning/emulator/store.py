@@ -3,8 +3,10 @@ the hooks tests use to shape it. Thread safe (one lock); the router reads it whi
 
 from __future__ import annotations
 
+import operator
 import random
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
 BASE_TIME = 1_721_000_000
@@ -27,6 +29,8 @@ class Store:
         self.lock = threading.RLock()
         self._clock = BASE_TIME
         self._serial = 0
+        self._listing: Optional[JobsListing] = None  # the jobs newest first, kept while they do not change
+        self._generation = 0  # jobs added through the store
 
     def _next_id(self, prefix: str, rng: Optional[random.Random] = None) -> str:
         self._serial += 1
@@ -84,6 +88,7 @@ class Store:
                 del job["hyperparameters"]  # "only returned for supervised jobs"
             job.update(extra or {})
             self.jobs[job_id] = job
+            self._generation += 1
             self.checkpoints.setdefault(job_id, [])
             self.events.setdefault(job_id, [])
             if status in ("succeeded", "failed", "cancelled"):
@@ -271,10 +276,60 @@ class Store:
         """The jobs as the list endpoint serves them: newest first (ties: the order they were added), or as
         `order` rearranges them."""
         with self.lock:
-            added = {job_id: n for n, job_id in enumerate(self.jobs)}
-            jobs = sorted(self.jobs.values(), key=lambda j: (j["created_at"] or 0, added[j["id"]]), reverse=True)
+            jobs = list(self._newest_first(paging=False).jobs)
         return self.order(jobs) if self.order is not None else jobs
 
+    def jobs_listing(self, *, paging: bool) -> "JobsListing":
+        """The jobs newest first with an index of their positions, for the list endpoint without `order`.
+
+        The sorted list is kept between requests. A first page (`paging=False`) checks every job: any job
+        added, removed, replaced or given another `created_at`, through the store or in `jobs` directly,
+        sorts the list again. A later page (`paging=True`, a request with `after`) checks only what costs
+        nothing: jobs added through the store, `jobs` replaced, or its size changed. So a `created_at`
+        edited in place between two pages of one listing shows from the next listing's first page. Checking
+        every job for every page cost 0.2 s a page at 100,000 jobs, and sorting them 0.5 s."""
+        with self.lock:
+            return self._newest_first(paging=paging)
+
+    def _newest_first(self, *, paging: bool) -> "JobsListing":
+        cached = self._listing
+        if cached is not None and cached.source is self.jobs and cached.generation == self._generation \
+                and len(cached.values) == len(self.jobs) and (paging or cached.matches(self.jobs)):
+            return cached
+        values = list(self.jobs.values())
+        added = {id(job): n for n, job in enumerate(values)}
+        jobs = sorted(values, key=lambda j: (j["created_at"] or 0, added[id(j)]), reverse=True)
+        self._listing = JobsListing(self.jobs, self._generation, values, list(map(_CREATED_AT, values)), jobs)
+        return self._listing
+
+
+_CREATED_AT = operator.itemgetter("created_at")
+
+
+@dataclass
+class JobsListing:
+    """The jobs newest first, as sorted from `values` (the jobs in the order they were added) whose
+    `created_at` were `created` then."""
+
+    source: Dict[str, Dict[str, Any]]
+    generation: int
+    values: List[Dict[str, Any]]
+    created: List[Any]
+    jobs: List[Dict[str, Any]]
+    _positions: Optional[Dict[str, int]] = None  # job id -> index in `jobs`, built at the first `after`
+
+    def matches(self, jobs: Dict[str, Dict[str, Any]]) -> bool:
+        """Whether `jobs` still holds the same job objects, in the same order, with the same `created_at`."""
+        values = list(jobs.values())
+        return len(values) == len(self.values) and all(map(operator.is_, values, self.values)) \
+            and list(map(_CREATED_AT, values)) == self.created
+
+    def position(self, job_id: str) -> Optional[int]:
+        """Where a job stands in `jobs` (None: not there)."""
+        if self._positions is None:
+            self._positions = {job["id"]: n for n, job in enumerate(self.jobs)}
+        found = self._positions.get(job_id)
+        return found if found is not None and self.jobs[found]["id"] == job_id else None
 
 
 def method_type(job: Dict[str, Any]) -> str:
