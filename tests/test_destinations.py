@@ -374,3 +374,77 @@ def test_a_load_opens_its_duckdb_file_once_and_gives_the_pipeline_its_own_creden
     assert opened == []
     assert own.execute("SELECT count(*) FROM openai_fine_tuning.checkpoints").fetchall() == rows
     own.close()
+
+
+def test_a_load_works_out_the_destinations_capabilities_once_for_each_question(
+    tmp_path: Any, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dlt asks for the capabilities at every step, each time resolving the destination's configuration
+    from every provider; a load works each question out once and answers the rest with copies."""
+    from dlt.common.destination.reference import Destination
+
+    from openai_fine_tuning.client import ClientSettings
+    from openai_fine_tuning.load import load
+    from openai_fine_tuning.runner import make_pipeline
+
+    asked: List[Any] = []
+    real = Destination.capabilities
+
+    def capabilities(self: Any, config: Any = None, naming: Any = None) -> Any:
+        asked.append(None if config is not None else (type(naming).__module__ if naming is not None else "none"))
+        return real(self, config, naming)
+
+    monkeypatch.setattr(Destination, "capabilities", capabilities)
+    pipeline = make_pipeline(pipeline_name="steady", pipelines_dir=str(tmp_path / "pipelines"),
+                             duckdb_file=str(tmp_path / "fine_tuning.duckdb"))
+    settings = ClientSettings(api_key=emulator.api_key, base_url=emulator.base_url)
+    assert load(pipeline, [("default", settings)]).exit_code == 0
+    asked.clear()
+    no_op = load(pipeline, [("default", settings)])
+    assert no_op.exit_code == 0 and len(no_op.views) == 4
+    # worked out: once without a naming convention, once with the schema's (the same each time dlt reloads
+    # the schema); the questions that bring a configuration (dlt's clients) are answered by dlt as before
+    assert [a for a in asked if a is not None] == ["none", "dlt.common.normalizers.naming.snake_case"]
+    assert "capabilities" not in vars(pipeline.destination)  # after the load the factory answers itself
+    asked.clear()
+    assert pipeline.destination.capabilities().sqlglot_dialect == "duckdb" and asked == ["none"]
+
+
+def test_answers_given_again_are_copies_and_a_different_naming_convention_is_a_different_question() -> None:
+    from openai_fine_tuning.steady_capabilities import steady_capabilities
+
+    class Naming:
+        def __init__(self, max_length: Any = None) -> None:
+            self.max_length = max_length
+
+    class Answer:
+        def __init__(self, naming: Any) -> None:
+            self.naming, self.file_format = naming, "insert_values"
+
+    class Factory:
+        def __init__(self) -> None:
+            self.config_params: dict = {}
+            self.worked_out: List[Any] = []
+
+        def capabilities(self, config: Any = None, naming: Any = None) -> Answer:
+            self.worked_out.append((config, naming))
+            return Answer(naming)
+
+    class Pipeline:
+        destination = Factory()
+
+    factory = Pipeline.destination
+    with steady_capabilities(Pipeline):
+        first = factory.capabilities()
+        first.file_format = "parquet"  # dlt changes what it gets
+        again = factory.capabilities()
+        assert again is not first and again.file_format == "insert_values"
+        short, other_short, longer = Naming(63), Naming(63), Naming(127)
+        assert factory.capabilities(naming=short).naming is short
+        assert factory.capabilities(naming=other_short).naming is short  # the same class and settings
+        assert factory.capabilities(naming=longer).naming is longer
+        assert factory.capabilities(config="resolved").naming is None  # a configuration given: always asked
+        assert factory.capabilities(config="resolved", naming=short).naming is short
+    assert factory.worked_out == [(None, None), (None, short), (None, longer), ("resolved", None), ("resolved", short)]
+    factory.capabilities()
+    assert len(factory.worked_out) == 6 and "capabilities" not in vars(factory)

@@ -30,6 +30,7 @@ from .client import ClientSettings
 from .collector import fewer_collections, free_the_slice
 from .destinations import preflight
 from .duckdb_connection import one_connection
+from .steady_capabilities import steady_capabilities
 from .exceptions import (
     EXIT_CONFIGURATION,
     EXIT_FAILURE,
@@ -138,7 +139,8 @@ def load(
 
     limit_malloc_arenas()
     result = LoadResult()
-    with _signals_raise_interrupted(), warnings.catch_warnings(), fewer_collections(), system_arrow_pool():
+    with _signals_raise_interrupted(), warnings.catch_warnings(), fewer_collections(), system_arrow_pool(), \
+            steady_capabilities(pipeline):
         # dlt's sqlalchemy merge job trips a SQLAlchemy deprecation warning on every run: not the user's to fix
         warnings.filterwarnings("ignore", message="implicitly coercing SELECT object to scalar subquery")
         try:
