@@ -30,7 +30,6 @@ from .client import ClientSettings
 from .collector import fewer_collections, free_the_slice
 from .destinations import preflight
 from .duckdb_connection import one_connection
-from .steady_capabilities import steady_capabilities
 from .exceptions import (
     EXIT_CONFIGURATION,
     EXIT_FAILURE,
@@ -48,6 +47,7 @@ from .exceptions import (
 from .read_ahead import ReadAhead
 from .runner import RunSummary, pipeline_lock, run_source
 from .stats import JobFailure, RunStats
+from .steady_capabilities import steady_capabilities
 from .views import create_views
 
 logger = logging.getLogger(__name__)
