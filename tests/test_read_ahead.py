@@ -19,10 +19,14 @@ from .test_slices import PAGE, event_pages, events_asked, listing_order
 
 
 class ThreadsOfEvents(httpx.BaseTransport):
-    """httpx's own transport, noting which thread sent each events request."""
+    """httpx's own transport, noting which thread sent each events request. Its connections never expire:
+    httpcore's pool can close an idle connection it has already given to a waiting request (encode/httpcore
+    #1110, in 1.0.9), and a slice that committed for over 5 s on a loaded CI machine made the next request
+    fail with "Bad file descriptor" and be retried, which this test counts."""
 
     def __init__(self) -> None:
-        self._inner = httpx.HTTPTransport()
+        self._inner = httpx.HTTPTransport(limits=httpx.Limits(max_connections=None, max_keepalive_connections=None,
+                                                              keepalive_expiry=None))
         self._lock = threading.Lock()
         self.sent: List[Tuple[str, Optional[str]]] = []  # (thread name, after)
 
