@@ -231,7 +231,8 @@ class Router:
             filters = {k[len("metadata["):-1]: v for k, v in params.items() if k.startswith("metadata[") and k.endswith("]")}
             if filters or self.store.order is not None:
                 jobs = self.store.sorted_jobs()
-                jobs = [j for j in jobs if all((j.get("metadata") or {}).get(k) == v for k, v in filters.items())]
+                if filters:
+                    jobs = [j for j in jobs if all((j.get("metadata") or {}).get(k) == v for k, v in filters.items())]
                 return self._page(jobs, params, default_limit=20, ids=False)
             listing = self.store.jobs_listing(paging=bool(params.get("after")))
             return self._page(listing.jobs, params, default_limit=20, ids=False, position=listing.position)
